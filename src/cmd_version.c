@@ -1,0 +1,43 @@
+/* bertrain version: what this binary was built with and what it can see. */
+#include <hdf5.h>
+#include <stdio.h>
+#include <utf8proc.h>
+
+#include "commands.h"
+
+#ifdef BERTRAIN_HAVE_CUDA
+#include "../kernels/cuda_info.h"
+#endif
+
+#ifndef BERTRAIN_VERSION
+#define BERTRAIN_VERSION "unknown"
+#endif
+
+static int run(int argc, char **argv) {
+  Config cfg;
+  cli_parse(&CMD_VERSION, argc, argv, NULL, 0, &cfg);
+  config_free(&cfg);
+  unsigned maj, min, rel;
+  H5get_libversion(&maj, &min, &rel);
+  printf("bertrain %s\n", BERTRAIN_VERSION);
+  printf("hdf5 %u.%u.%u, utf8proc %s\n", maj, min, rel, utf8proc_version());
+#ifdef BERTRAIN_HAVE_CUDA
+  char msg[256];
+  int n = cuda_device_count(msg, sizeof msg);
+  if (n < 0)
+    printf("cuda: built in; no usable device (%s)\n", msg);
+  else
+    printf("cuda: built in; %d device(s) visible\n", n);
+#else
+  printf("cuda: not built in (configure with -DBERTRAIN_CUDA=ON)\n");
+#endif
+  return 0;
+}
+
+const Command CMD_VERSION = {
+  "version", "print the version, the libraries and whether CUDA is built in",
+  "usage: bertrain version\n\n"
+  "Prints bertrain's version, the HDF5 and utf8proc versions it runs with, and\n"
+  "whether it was built with CUDA (and how many GPUs it can see).\n",
+  run, 0,
+};

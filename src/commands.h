@@ -1,0 +1,13 @@
+/* The subcommands of the bertrain binary, one file each (cmd_*.c). */
+#ifndef BERTRAIN_COMMANDS_H
+#define BERTRAIN_COMMANDS_H
+
+#include "cli.h"
+
+extern const Command CMD_TOKENIZE;
+extern const Command CMD_VOCAB;
+extern const Command CMD_PREP;
+extern const Command CMD_GLUE;
+extern const Command CMD_VERSION;
+
+#endif

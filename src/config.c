@@ -1,0 +1,331 @@
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef enum { K_INT, K_LONG, K_FLOAT, K_BOOL, K_STRING } KeyType;
+
+typedef struct Key {
+  const char *section, *name;
+  KeyType type;
+  size_t offset;
+  const char *def;
+  double min, max;      /* numeric range, inclusive */
+  const char *choices;  /* "a|b|c" for strings with fixed values, else NULL */
+  const char *help;
+} Key;
+
+#define OFF(field) offsetof(Config, field)
+#define NOLIM -1e300, 1e300
+
+static const Key KEYS[] = {
+  {"model", "vocab", K_STRING, OFF(model.vocab), "", NOLIM, NULL,
+   "WordPiece vocabulary file (BERT vocab.txt, one token per line)"},
+  {"model", "lowercase", K_BOOL, OFF(model.lowercase), "true", NOLIM, NULL,
+   "lower-case and strip accents before WordPiece (uncased BERT)"},
+  {"model", "max_word_chars", K_INT, OFF(model.max_word_chars), "100", 1, 100000, NULL,
+   "words longer than this many characters become [UNK]"},
+
+  {"data", "corpus", K_STRING, OFF(data.corpus), "", NOLIM, NULL,
+   "pre-training corpus files, comma-separated (one sentence per line, blank line between documents; .xz allowed)"},
+  {"data", "dir", K_STRING, OFF(data.dir), "data/prepared", NOLIM, NULL,
+   "directory of the HDF5 pre-training shards (prep writes it)"},
+  {"data", "shards", K_INT, OFF(data.shards), "4", 1, 1000000, NULL,
+   "number of HDF5 shard files prep writes"},
+  {"data", "seq_length", K_INT, OFF(data.seq_length), "128", 8, 65536, NULL,
+   "maximum sequence length of a pre-training instance, in tokens"},
+  {"data", "max_predictions", K_INT, OFF(data.max_predictions), "20", 1, 65536, NULL,
+   "maximum number of masked positions per instance"},
+  {"data", "masked_lm_prob", K_FLOAT, OFF(data.masked_lm_prob), "0.15", 0, 1, NULL,
+   "fraction of tokens masked"},
+  {"data", "short_seq_prob", K_FLOAT, OFF(data.short_seq_prob), "0.1", 0, 1, NULL,
+   "probability of a shorter target length for an instance"},
+  {"data", "dupe_factor", K_INT, OFF(data.dupe_factor), "5", 1, 1000, NULL,
+   "passes over the corpus, each with different masks"},
+  {"data", "whole_word_mask", K_BOOL, OFF(data.whole_word_mask), "false", NOLIM, NULL,
+   "mask all pieces of a word together"},
+  {"data", "seed", K_LONG, OFF(data.seed), "12345", 0, 9.2e18, NULL,
+   "random seed of prep (instances, next-sentence choice, masks)"},
+  {"data", "vocab_size", K_INT, OFF(data.vocab_size), "8192", 16, 10000000, NULL,
+   "vocabulary size trained by 'bertrain vocab' unless --size is given"},
+  {"data", "vocab_min_frequency", K_INT, OFF(data.vocab_min_frequency), "2", 1, 1000000000, NULL,
+   "vocab training ignores pairs seen fewer times than this"},
+
+  {"finetune", "task", K_STRING, OFF(finetune.task), "mrpc", NOLIM, "mrpc|sst2",
+   "GLUE task of the fine-tuning data"},
+  {"finetune", "data", K_STRING, OFF(finetune.data), "data/sample/MRPC", NOLIM, NULL,
+   "directory holding the task's train.tsv and dev.tsv (.xz allowed)"},
+};
+
+static void *field(Config *c, const Key *k) { return (char *)c + k->offset; }
+static const void *cfield(const Config *c, const Key *k) { return (const char *)c + k->offset; }
+
+static const Key *find_key(const char *section, const char *name) {
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++)
+    if (strcmp(KEYS[i].section, section) == 0 && strcmp(KEYS[i].name, name) == 0)
+      return &KEYS[i];
+  return NULL;
+}
+
+static int section_exists(const char *section) {
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++)
+    if (strcmp(KEYS[i].section, section) == 0) return 1;
+  return 0;
+}
+
+static void where(const ConfigSource *src, char *buf, size_t n) {
+  if (src->file)
+    snprintf(buf, n, "%s:%d", src->file, src->line);
+  else
+    snprintf(buf, n, "--set %s", src->set);
+}
+
+static void list_sections(char *buf, size_t n) {
+  buf[0] = '\0';
+  const char *last = "";
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    if (strcmp(KEYS[i].section, last) == 0) continue;
+    last = KEYS[i].section;
+    size_t used = strlen(buf);
+    snprintf(buf + used, n - used, "%s[%s]", used ? ", " : "", last);
+  }
+}
+
+static void list_keys(const char *section, char *buf, size_t n) {
+  buf[0] = '\0';
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    if (strcmp(KEYS[i].section, section) != 0) continue;
+    size_t used = strlen(buf);
+    snprintf(buf + used, n - used, "%s%s", used ? ", " : "", KEYS[i].name);
+  }
+}
+
+static int choice_ok(const char *choices, const char *v) {
+  size_t n = strlen(v);
+  for (const char *p = choices; *p;) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == n && strncmp(p, v, n) == 0) return 1;
+    p += len + (bar ? 1 : 0);
+  }
+  return 0;
+}
+
+/* Parses value into the key's field; returns NULL or a description of what is wrong. */
+static const char *assign(Config *c, const Key *k, const char *value, char *why, size_t n) {
+  long lv;
+  double dv;
+  int bv;
+  switch (k->type) {
+  case K_INT:
+  case K_LONG:
+    if (parse_long(value, &lv) != 0) return "expected an integer";
+    if ((double)lv < k->min || (double)lv > k->max ||
+        (k->type == K_INT && (lv < INT_MIN || lv > INT_MAX))) {
+      snprintf(why, n, "out of range [%.17g, %.17g]", k->min, k->max);
+      return why;
+    }
+    if (k->type == K_INT) *(int *)field(c, k) = (int)lv;
+    else *(long *)field(c, k) = lv;
+    return NULL;
+  case K_FLOAT:
+    if (parse_double(value, &dv) != 0) return "expected a number";
+    if (dv < k->min || dv > k->max) {
+      snprintf(why, n, "out of range [%g, %g]", k->min, k->max);
+      return why;
+    }
+    *(double *)field(c, k) = dv;
+    return NULL;
+  case K_BOOL:
+    if (parse_bool(value, &bv) != 0) return "expected true or false";
+    *(int *)field(c, k) = bv;
+    return NULL;
+  case K_STRING:
+    if (k->choices && !choice_ok(k->choices, value)) {
+      snprintf(why, n, "expected one of %s", k->choices);
+      return why;
+    }
+    free(*(char **)field(c, k));
+    *(char **)field(c, k) = xstrdup(value);
+    return NULL;
+  }
+  return "unknown key type";
+}
+
+static void set_value(Config *c, const ConfigSource *src, const char *section,
+                      const char *name, const char *value) {
+  char at[1024], list[2048], why[256];
+  where(src, at, sizeof at);
+  if (!section_exists(section)) {
+    list_sections(list, sizeof list);
+    die("%s: unknown section [%s]; valid sections: %s", at, section, list);
+  }
+  const Key *k = find_key(section, name);
+  if (!k) {
+    list_keys(section, list, sizeof list);
+    die("%s: unknown key '%s' in [%s]; valid keys: %s", at, name, section, list);
+  }
+  const char *err = assign(c, k, value, why, sizeof why);
+  if (err) die("%s: bad value '%s' for %s.%s: %s", at, value, section, name, err);
+}
+
+void config_defaults(Config *c) {
+  memset(c, 0, sizeof *c);
+  ConfigSource src = {"(built-in defaults)", 0, NULL};
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    src.line = (int)i + 1;
+    set_value(c, &src, KEYS[i].section, KEYS[i].name, KEYS[i].def);
+  }
+}
+
+void config_free(Config *c) {
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    if (KEYS[i].type != K_STRING) continue;
+    free(*(char **)field(c, &KEYS[i]));
+    *(char **)field(c, &KEYS[i]) = NULL;
+  }
+}
+
+/* libinih as packaged calls handlers without a line number, so the reader
+ * callback counts lines: the handler runs right after its line is read. */
+typedef struct IniStream {
+  FILE *f;
+  int line;
+  Config *c;
+  const char *path;
+} IniStream;
+
+static char *ini_read_line(char *str, int num, void *stream) {
+  IniStream *s = stream;
+  char *r = fgets(str, num, s->f);
+  if (r) s->line++;
+  return r;
+}
+
+static int ini_on_value(void *user, const char *section, const char *name, const char *value) {
+  IniStream *s = user;
+  ConfigSource src = {s->path, s->line, NULL};
+  if (section[0] == '\0') {
+    char list[2048];
+    list_sections(list, sizeof list);
+    die("%s:%d: key '%s' outside any section; valid sections: %s", s->path, s->line, name, list);
+  }
+  set_value(s->c, &src, section, name, value);
+  return 1;
+}
+
+void config_load_file(Config *c, const char *path) {
+  IniStream s = {fopen(path, "r"), 0, c, path};
+  if (!s.f) die("cannot open config %s: %s", path, strerror(errno));
+  int err = ini_parse_stream(ini_read_line, &s, ini_on_value, &s);
+  fclose(s.f);
+  if (err > 0) die("%s:%d: syntax error (expected [section] or key = value)", path, err);
+  if (err < 0) die("cannot read config %s", path);
+}
+
+void config_set(Config *c, const char *assignment) {
+  ConfigSource src = {NULL, 0, assignment};
+  const char *dot = strchr(assignment, '.');
+  const char *eq = strchr(assignment, '=');
+  if (!dot || !eq || dot > eq)
+    die("--set %s: expected section.key=value", assignment);
+  char section[128], name[128];
+  size_t ns = (size_t)(dot - assignment), nk = (size_t)(eq - dot - 1);
+  if (ns == 0 || nk == 0 || ns >= sizeof section || nk >= sizeof name)
+    die("--set %s: expected section.key=value", assignment);
+  memcpy(section, assignment, ns);
+  section[ns] = '\0';
+  memcpy(name, dot + 1, nk);
+  name[nk] = '\0';
+  set_value(c, &src, section, name, eq + 1);
+}
+
+static void write_value(const Config *c, const Key *k, FILE *f) {
+  switch (k->type) {
+  case K_INT: fprintf(f, "%d", *(const int *)cfield(c, k)); break;
+  case K_LONG: fprintf(f, "%ld", *(const long *)cfield(c, k)); break;
+  case K_FLOAT: fprintf(f, "%.17g", *(const double *)cfield(c, k)); break;
+  case K_BOOL: fputs(*(const int *)cfield(c, k) ? "true" : "false", f); break;
+  case K_STRING: fputs(*(char *const *)cfield(c, k), f); break;
+  }
+}
+
+void config_write(const Config *c, FILE *f) {
+  const char *last = "";
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    const Key *k = &KEYS[i];
+    if (strcmp(k->section, last) != 0) {
+      fprintf(f, "%s[%s]\n", i ? "\n" : "", k->section);
+      last = k->section;
+    }
+    fprintf(f, "%s = ", k->name);
+    write_value(c, k, f);
+    fputc('\n', f);
+  }
+}
+
+void config_write_to_dir(const Config *c, const char *dir) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  if (!m) die("out of memory writing the config");
+  fputs("; resolved configuration (defaults, config file, then --set overrides)\n", m);
+  config_write(c, m);
+  fclose(m);
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/config.ini", dir);
+  write_file_atomic(path, text, len);
+  free(text);
+}
+
+void config_print_help(FILE *f) {
+  fputs("Config keys (INI file given with --config, or --set section.key=value):\n", f);
+  const char *last = "";
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++) {
+    const Key *k = &KEYS[i];
+    if (strcmp(k->section, last) != 0) {
+      fprintf(f, "\n[%s]\n", k->section);
+      last = k->section;
+    }
+    char def[256];
+    snprintf(def, sizeof def, "%s = %s", k->name, k->def[0] ? k->def : "\"\"");
+    fprintf(f, "  %-32s %s", def, k->help);
+    if (k->choices) fprintf(f, " (%s)", k->choices);
+    fputc('\n', f);
+  }
+}
+
+char **split_list(const char *s, int *count) {
+  int n = 0;
+  char **items = xcalloc(strlen(s) + 2, sizeof *items);
+  const char *p = s;
+  while (*p) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    while (len && (*p == ' ' || *p == '\t')) { p++; len--; }
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    if (len) {
+      items[n] = xmalloc(len + 1);
+      memcpy(items[n], p, len);
+      items[n][len] = '\0';
+      n++;
+    }
+    if (!comma) break;
+    p = comma + 1;
+  }
+  if (count) *count = n;
+  return items;
+}
+
+void free_list(char **items) {
+  if (!items) return;
+  for (char **p = items; *p; p++) free(*p);
+  free(items);
+}

@@ -1,0 +1,60 @@
+/* The run configuration: INI sections read with libinih, every key with a
+ * default and a one-line description, overridable with --set. Adding a key
+ * means adding a field here and a row in config.c's table. */
+#ifndef BERTRAIN_CONFIG_H
+#define BERTRAIN_CONFIG_H
+
+#include <stdio.h>
+
+typedef struct Config {
+  struct {
+    char *vocab;        /* vocab.txt */
+    int lowercase;      /* do_lower_case: lower-case and strip accents */
+    int max_word_chars; /* longer words become [UNK] */
+  } model;
+  struct {
+    char *corpus;       /* comma-separated corpus files */
+    char *dir;          /* where prep writes shards */
+    int shards;
+    int seq_length;
+    int max_predictions;
+    double masked_lm_prob;
+    double short_seq_prob;
+    int dupe_factor;
+    int whole_word_mask;
+    long seed;
+    int vocab_size;
+    int vocab_min_frequency;
+  } data;
+  struct {
+    char *task;
+    char *data;
+  } finetune;
+} Config;
+
+/* Source of the config being read, for error messages. */
+typedef struct ConfigSource {
+  const char *file; /* NULL for --set */
+  int line;
+  const char *set;  /* the --set argument */
+} ConfigSource;
+
+void config_defaults(Config *c);
+void config_free(Config *c);
+/* Reads an INI file over the current values; dies with FILE:LINE on errors. */
+void config_load_file(Config *c, const char *path);
+/* Applies "section.key=value"; dies naming the --set argument on errors. */
+void config_set(Config *c, const char *assignment);
+/* Writes the resolved config as INI text that config_load_file accepts. */
+void config_write(const Config *c, FILE *f);
+/* Writes DIR/config.ini atomically. */
+void config_write_to_dir(const Config *c, const char *dir);
+/* "bertrain help config": every section and key with default and description. */
+void config_print_help(FILE *f);
+
+/* Splits a comma-separated list (e.g. data.corpus) into a NULL-terminated
+ * array of trimmed, non-empty items; free with free_list(). */
+char **split_list(const char *s, int *count);
+void free_list(char **items);
+
+#endif
