@@ -9,5 +9,10 @@ extern const Command CMD_VOCAB;
 extern const Command CMD_PREP;
 extern const Command CMD_GLUE;
 extern const Command CMD_VERSION;
+extern const Command CMD_PRETRAIN;
+extern const Command CMD_FINETUNE;
+extern const Command CMD_PREDICT;
+extern const Command CMD_FORWARD;
+extern const Command CMD_BENCH;
 
 #endif

@@ -11,6 +11,15 @@ typedef struct Config {
     char *vocab;        /* vocab.txt */
     int lowercase;      /* do_lower_case: lower-case and strip accents */
     int max_word_chars; /* longer words become [UNK] */
+    int layers;         /* transformer layers (num_hidden_layers) */
+    int hidden;         /* hidden size */
+    int heads;          /* attention heads; hidden % heads == 0 */
+    int intermediate;   /* feed-forward size */
+    int max_position;   /* max_position_embeddings */
+    int type_vocab;     /* type_vocab_size (segments) */
+    double dropout;           /* hidden_dropout_prob */
+    double attention_dropout; /* attention_probs_dropout_prob */
+    double initializer_range; /* std of the truncated-normal initialisation */
   } model;
   struct {
     char *corpus;       /* comma-separated corpus files */
@@ -25,11 +34,36 @@ typedef struct Config {
     long seed;
     int vocab_size;
     int vocab_min_frequency;
+    int cache_mb;       /* chunk cache for reading shards in training */
   } data;
+  struct {
+    int steps;            /* optimizer steps */
+    int batch_size;       /* sequences per optimizer step (global) */
+    int micro_batch;      /* sequences per forward/backward pass */
+    double lr;            /* peak learning rate */
+    double warmup_proportion; /* fraction of steps with linear warm-up */
+    char *optimizer;      /* adamw | lamb */
+    double weight_decay;
+    double max_grad_norm; /* clip the global gradient norm; 0 = no clipping */
+    int log_every;        /* steps between progress lines */
+  } pretrain;
   struct {
     char *task;
     char *data;
+    int epochs;
+    double lr;
+    int batch_size;
+    double warmup_proportion;
+    int seq_length;
+    double weight_decay;
+    double max_grad_norm;
   } finetune;
+  struct {
+    long seed;          /* initialisation, data order, dropout masks */
+    char *dir;          /* run directory; "" = runs/<config name> */
+    int threads;        /* CPU threads; 0 = all cores */
+    char *device;       /* cpu */
+  } run;
 } Config;
 
 /* Source of the config being read, for error messages. */

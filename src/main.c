@@ -8,7 +8,8 @@
 #include "util.h"
 
 static const Command *const COMMANDS[] = {
-  &CMD_VOCAB, &CMD_PREP, &CMD_TOKENIZE, &CMD_GLUE, &CMD_VERSION,
+  &CMD_VOCAB, &CMD_PREP, &CMD_TOKENIZE, &CMD_GLUE, &CMD_PRETRAIN, &CMD_FINETUNE, &CMD_PREDICT,
+  &CMD_FORWARD, &CMD_BENCH, &CMD_VERSION,
 };
 
 static void print_overview(FILE *f) {

@@ -18,6 +18,8 @@ typedef void (*WordFn)(const char *word, size_t len, void *user);
 /* Basic tokenization only (what vocab training counts): calls fn per word. */
 void basic_tokenize(const char *text, size_t len, int lowercase, WordFn fn, void *user);
 
+/* Dies unless the vocab has [UNK]. The vocab must outlive the tokenizer. A
+ * tokenizer keeps scratch buffers, so each thread needs its own. */
 Tokenizer *tokenizer_new(const Vocab *v, int lowercase, int max_word_chars);
 void tokenizer_free(Tokenizer *t);
 

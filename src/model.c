@@ -1,0 +1,429 @@
+/* The Model: buffers allocated once, batch validation and upload, the
+ * forward / backward driver, optimizer steps and host transfers. The layer
+ * and head arithmetic lives in model_encoder.c and model_heads.c. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "util.h"
+
+/* ---- allocation ---- */
+
+static void *dev_alloc(Model *m, size_t bytes) {
+  void *p = m->ops->alloc(bytes);
+  grow((void **)&m->allocs, &m->alloc_cap, m->nalloc + 1, sizeof *m->allocs);
+  m->allocs[m->nalloc++] = p;
+  return p;
+}
+static float *fbuf(Model *m, size_t n) { return dev_alloc(m, n * sizeof(float)); }
+static int32_t *ibuf(Model *m, size_t n) { return dev_alloc(m, n * sizeof(int32_t)); }
+
+static size_t off(const ParamTable *t, const char *name) { return params_get(t, name)->offset; }
+static size_t off_opt(const ParamTable *t, const char *name) {
+  const Param *p = params_find(t, name);
+  return p ? p->offset : SIZE_MAX;
+}
+
+static void find_offsets(Model *m) {
+  const ParamTable *t = m->t;
+  TopOff *o = &m->top;
+  o->wte = off(t, "bert.embeddings.word_embeddings.weight");
+  o->wpe = off(t, "bert.embeddings.position_embeddings.weight");
+  o->wtt = off(t, "bert.embeddings.token_type_embeddings.weight");
+  o->eln_w = off(t, "bert.embeddings.LayerNorm.weight");
+  o->eln_b = off(t, "bert.embeddings.LayerNorm.bias");
+  o->pool_w = off(t, "bert.pooler.dense.weight");
+  o->pool_b = off(t, "bert.pooler.dense.bias");
+  o->mlm_bias = off_opt(t, "cls.predictions.bias");
+  o->tr_w = off_opt(t, "cls.predictions.transform.dense.weight");
+  o->tr_b = off_opt(t, "cls.predictions.transform.dense.bias");
+  o->tln_w = off_opt(t, "cls.predictions.transform.LayerNorm.weight");
+  o->tln_b = off_opt(t, "cls.predictions.transform.LayerNorm.bias");
+  o->nsp_w = off_opt(t, "cls.seq_relationship.weight");
+  o->nsp_b = off_opt(t, "cls.seq_relationship.bias");
+  o->cls_w = off_opt(t, "classifier.weight");
+  o->cls_b = off_opt(t, "classifier.bias");
+  m->lay = xcalloc((size_t)m->L, sizeof *m->lay);
+  for (int l = 0; l < m->L; l++) {
+    LayerOff *y = &m->lay[l];
+    y->q_w = params_layer(t, l, "attention.self.query.weight")->offset;
+    y->q_b = params_layer(t, l, "attention.self.query.bias")->offset;
+    y->k_w = params_layer(t, l, "attention.self.key.weight")->offset;
+    y->k_b = params_layer(t, l, "attention.self.key.bias")->offset;
+    y->v_w = params_layer(t, l, "attention.self.value.weight")->offset;
+    y->v_b = params_layer(t, l, "attention.self.value.bias")->offset;
+    y->ao_w = params_layer(t, l, "attention.output.dense.weight")->offset;
+    y->ao_b = params_layer(t, l, "attention.output.dense.bias")->offset;
+    y->ln1_w = params_layer(t, l, "attention.output.LayerNorm.weight")->offset;
+    y->ln1_b = params_layer(t, l, "attention.output.LayerNorm.bias")->offset;
+    y->in_w = params_layer(t, l, "intermediate.dense.weight")->offset;
+    y->in_b = params_layer(t, l, "intermediate.dense.bias")->offset;
+    y->out_w = params_layer(t, l, "output.dense.weight")->offset;
+    y->out_b = params_layer(t, l, "output.dense.bias")->offset;
+    y->ln2_w = params_layer(t, l, "output.LayerNorm.weight")->offset;
+    y->ln2_b = params_layer(t, l, "output.LayerNorm.bias")->offset;
+  }
+}
+
+/* The tensors a mode trains: BertModel plus its own head. */
+static void build_ranges(Model *m) {
+  ParamPart head = m->o.mode == MODEL_PRETRAIN ? PART_PRETRAIN : PART_CLASSIFIER;
+  m->ranges = xcalloc((size_t)m->t->n, sizeof *m->ranges);
+  for (int i = 0; i < m->t->n; i++) {
+    const Param *p = &m->t->p[i];
+    if (p->part != PART_BERT && p->part != head) continue;
+    ParamRange *r = &m->ranges[m->nranges++];
+    r->offset = p->offset;
+    r->count = p->count;
+    r->decay = !p->no_decay;
+  }
+}
+
+static void alloc_layers(Model *m, size_t n, size_t probs) {
+  size_t H = (size_t)m->H, I = (size_t)m->I;
+  int sets = m->o.training ? m->L : 1; /* eval-only: one set serves every layer */
+  m->act = xcalloc((size_t)m->L, sizeof *m->act);
+  for (int l = 0; l < sets; l++) {
+    LayerAct *a = &m->act[l];
+    a->q = fbuf(m, n * H);
+    a->k = fbuf(m, n * H);
+    a->v = fbuf(m, n * H);
+    a->probs = fbuf(m, probs);
+    a->ctx = fbuf(m, n * H);
+    a->r1 = fbuf(m, n * H);
+    a->a = fbuf(m, n * H);
+    a->mean1 = fbuf(m, n);
+    a->rstd1 = fbuf(m, n);
+    a->h1 = fbuf(m, n * I);
+    a->g = fbuf(m, n * I);
+    a->r2 = fbuf(m, n * H);
+    a->mean2 = fbuf(m, n);
+    a->rstd2 = fbuf(m, n);
+  }
+  for (int l = sets; l < m->L; l++) m->act[l] = m->act[0];
+  m->hidden = xcalloc((size_t)m->L + 1, sizeof *m->hidden);
+  if (m->o.training) {
+    for (int l = 0; l <= m->L; l++) m->hidden[l] = fbuf(m, n * H);
+  } else { /* layer l reads hidden[l] and writes hidden[l+1]: two buffers alternate */
+    float *h0 = fbuf(m, n * H), *h1 = fbuf(m, n * H);
+    for (int l = 0; l <= m->L; l++) m->hidden[l] = l % 2 ? h1 : h0;
+  }
+}
+
+static void alloc_buffers(Model *m) {
+  const ModelOpts *o = &m->o;
+  size_t H = (size_t)m->H, B = (size_t)o->max_batch, S = (size_t)o->seq_len;
+  size_t n = B * S, BP = B * (size_t)(o->mode == MODEL_PRETRAIN ? o->max_pred : 1);
+  size_t sz = m->t->size;
+  m->params = fbuf(m, sz);
+  if (o->training) {
+    m->grads = fbuf(m, sz);
+    m->m = fbuf(m, sz);
+    m->v = fbuf(m, sz);
+  }
+  m->ids = ibuf(m, n);
+  m->types = ibuf(m, n);
+  m->mask = ibuf(m, n);
+  m->cls_idx = ibuf(m, B);
+  m->labels = ibuf(m, B);
+  m->mlm_idx = ibuf(m, BP);
+  m->mlm_lab = ibuf(m, BP);
+  m->h_cls_idx = xcalloc(B, sizeof *m->h_cls_idx);
+  m->h_mlm_idx = xcalloc(BP, sizeof *m->h_mlm_idx);
+  m->h_mlm_lab = xcalloc(BP, sizeof *m->h_mlm_lab);
+  m->h_ones = xmalloc(n * sizeof *m->h_ones);
+  for (size_t i = 0; i < n; i++) m->h_ones[i] = 1;
+
+  m->emb = fbuf(m, n * H);
+  m->emb_mean = fbuf(m, n);
+  m->emb_rstd = fbuf(m, n);
+  alloc_layers(m, n, B * (size_t)m->nh * S * S);
+  m->first = fbuf(m, B * H);
+  m->pooled = fbuf(m, B * H);
+  m->pooled_drop = fbuf(m, B * H);
+  m->cls_logits = fbuf(m, B * (size_t)m->ncls);
+  m->xent = fbuf(m, 6);
+  if (o->mode == MODEL_PRETRAIN) {
+    m->gath = fbuf(m, BP * H);
+    m->t1 = fbuf(m, BP * H);
+    m->t2 = fbuf(m, BP * H);
+    m->t3 = fbuf(m, BP * H);
+    m->t_mean = fbuf(m, BP);
+    m->t_rstd = fbuf(m, BP);
+    m->mlm_logits = fbuf(m, BP * (size_t)m->V);
+  }
+  if (!o->training) return;
+  m->dh = fbuf(m, n * H);
+  m->tmp = fbuf(m, n * H);
+  m->dctx = fbuf(m, n * H);
+  m->dq = fbuf(m, n * H);
+  m->dk = fbuf(m, n * H);
+  m->dv = fbuf(m, n * H);
+  m->dg = fbuf(m, n * (size_t)m->I);
+  m->dfirst = fbuf(m, B * H);
+  m->dpool = fbuf(m, B * H);
+  m->pad_row = fbuf(m, H);
+  if (o->mode == MODEL_PRETRAIN) {
+    m->dgath = fbuf(m, BP * H);
+    m->dt = fbuf(m, BP * H);
+  }
+}
+
+static void check_opts(const ParamTable *t, const ModelOpts *o) {
+  const ModelShape *s = &t->shape;
+  if (o->mode == MODEL_PRETRAIN && !s->pretraining)
+    die("model: pre-training needs the pre-training heads (cls.*), which this model lacks");
+  if (o->mode == MODEL_CLASSIFY && s->num_labels < 2)
+    die("model: classification needs a classifier with at least 2 labels (num_labels %d)",
+        s->num_labels);
+  if (o->mode != MODEL_PRETRAIN && o->mode != MODEL_CLASSIFY)
+    die("model: unknown mode %d", (int)o->mode);
+  if (o->max_batch < 1 || o->seq_len < 1)
+    die("model: batch size (%d) and sequence length (%d) must be positive", o->max_batch,
+        o->seq_len);
+  if (o->seq_len > s->max_position)
+    die("model: sequence length %d exceeds model.max_position (%d)", o->seq_len,
+        s->max_position);
+  if (o->mode == MODEL_PRETRAIN && (o->max_pred < 1 || o->max_pred > o->seq_len))
+    die("model: max predictions per sequence (%d) must be in [1, %d]", o->max_pred, o->seq_len);
+  if (!(o->dropout >= 0.0f && o->dropout < 1.0f) ||
+      !(o->attn_dropout >= 0.0f && o->attn_dropout < 1.0f))
+    die("model: dropout probabilities must be in [0, 1) (got %g and %g)", o->dropout,
+        o->attn_dropout);
+  if (o->pad_id >= s->vocab) die("model: pad id %d is outside the vocabulary (%d)", o->pad_id,
+                                 s->vocab);
+}
+
+Model *model_new(const Ops *ops, const ParamTable *t, const ModelOpts *o) {
+  check_opts(t, o);
+  Model *m = xcalloc(1, sizeof *m);
+  m->ops = ops;
+  m->t = t;
+  m->o = *o;
+  const ModelShape *s = &t->shape;
+  m->V = s->vocab;
+  m->H = s->hidden;
+  m->L = s->layers;
+  m->nh = s->heads;
+  m->hd = s->hidden / s->heads;
+  m->I = s->intermediate;
+  m->T = s->type_vocab;
+  m->ncls = o->mode == MODEL_PRETRAIN ? 2 : s->num_labels;
+  find_offsets(m);
+  build_ranges(m);
+  alloc_buffers(m);
+  return m;
+}
+
+void model_free(Model *m) {
+  if (!m) return;
+  for (size_t i = 0; i < m->nalloc; i++) m->ops->free(m->allocs[i]);
+  free(m->allocs);
+  free(m->lay);
+  free(m->ranges);
+  free(m->act);
+  free(m->hidden);
+  free(m->h_cls_idx);
+  free(m->h_mlm_idx);
+  free(m->h_mlm_lab);
+  free(m->h_ones);
+  free(m);
+}
+
+const ParamTable *model_table(const Model *m) { return m->t; }
+const ModelOpts *model_opts(const Model *m) { return &m->o; }
+
+DropoutKey model_drop_key(const Model *m, uint32_t tensor, uint64_t per_sample) {
+  DropoutKey k = {m->drop.seed, m->drop.step, tensor, m->drop.first_sample * per_sample};
+  return k;
+}
+
+/* ---- batch validation and upload ---- */
+
+static void check_range(const char *what, const int32_t *x, int B, int S, int lo, int hi) {
+  if (!x) return;
+  for (int i = 0; i < B * S; i++)
+    if (x[i] < lo || x[i] >= hi)
+      die("batch: %s[sample %d, position %d] = %d is outside [%d, %d)", what, i / S, i % S,
+          (int)x[i], lo, hi);
+}
+
+static void check_batch(const Model *m, const Batch *b, int train) {
+  const ModelOpts *o = &m->o;
+  if (b->B < 1 || b->B > o->max_batch)
+    die("batch: %d samples, the model takes 1 to %d", b->B, o->max_batch);
+  if (b->S < 1 || b->S > o->seq_len)
+    die("batch: sequence length %d, the model takes 1 to %d", b->S, o->seq_len);
+  if (!b->input_ids) die("batch: input_ids missing");
+  check_range("input_ids", b->input_ids, b->B, b->S, 0, m->V);
+  check_range("segment_ids", b->segment_ids, b->B, b->S, 0, m->T);
+  check_range("input_mask", b->input_mask, b->B, b->S, 0, 2);
+  check_range("labels", b->labels, b->B, 1, -1, m->ncls);
+  if (o->mode == MODEL_PRETRAIN) {
+    if (b->P < 1 || b->P > o->max_pred)
+      die("batch: %d predictions per sequence, the model takes 1 to %d", b->P, o->max_pred);
+    if (!b->mlm_positions) die("batch: masked_lm_positions missing");
+    check_range("masked_lm_positions", b->mlm_positions, b->B, b->P, 0, b->S);
+    check_range("masked_lm_ids", b->mlm_ids, b->B, b->P, 0, m->V);
+    if (train && !b->mlm_ids) die("batch: training needs masked_lm_ids");
+  }
+  if (train && !b->labels)
+    die("batch: training needs %s labels", o->mode == MODEL_PRETRAIN ? "next-sentence" : "class");
+}
+
+/* Uploads the batch; returns the counted MLM positions and labels. */
+static void upload(Model *m, const Batch *b, long *mlm_count, long *cls_count) {
+  const Ops *ops = m->ops;
+  size_t n = (size_t)b->B * b->S;
+  ops->to_device(m->ids, b->input_ids, n * sizeof(int32_t));
+  if (b->segment_ids) ops->to_device(m->types, b->segment_ids, n * sizeof(int32_t));
+  else ops->zero(m->types, n * sizeof(int32_t));
+  ops->to_device(m->mask, b->input_mask ? b->input_mask : m->h_ones, n * sizeof(int32_t));
+  for (int i = 0; i < b->B; i++) m->h_cls_idx[i] = i * b->S;
+  ops->to_device(m->cls_idx, m->h_cls_idx, (size_t)b->B * sizeof(int32_t));
+  *cls_count = 0;
+  if (b->labels) {
+    ops->to_device(m->labels, b->labels, (size_t)b->B * sizeof(int32_t));
+    for (int i = 0; i < b->B; i++) *cls_count += b->labels[i] >= 0;
+  }
+  *mlm_count = 0;
+  if (m->o.mode != MODEL_PRETRAIN) return;
+  int np = b->B * b->P;
+  for (int i = 0; i < np; i++) {
+    int pos = b->mlm_positions[i], id = b->mlm_ids ? b->mlm_ids[i] : -1;
+    m->h_mlm_idx[i] = (i / b->P) * b->S + pos;
+    m->h_mlm_lab[i] = (pos == 0 && id == 0) ? -1 : id;
+    *mlm_count += m->h_mlm_lab[i] >= 0;
+  }
+  ops->to_device(m->mlm_idx, m->h_mlm_idx, (size_t)np * sizeof(int32_t));
+  ops->to_device(m->mlm_lab, m->h_mlm_lab, (size_t)np * sizeof(int32_t));
+}
+
+/* ---- forward / backward ---- */
+
+void model_forward_backward(Model *m, const Batch *b, int train, DropoutCtx d, float loss_weight,
+                            Stats *out) {
+  if (train && !m->o.training) die("model: a training call on a model built for inference");
+  check_batch(m, b, train);
+  long mlm_count, cls_count;
+  upload(m, b, &mlm_count, &cls_count);
+  m->B = b->B;
+  m->S = b->S;
+  m->P = m->o.mode == MODEL_PRETRAIN ? b->P : 0;
+  m->p_hid = train ? m->o.dropout : 0.0f;
+  m->p_attn = train ? m->o.attn_dropout : 0.0f;
+  m->drop = d;
+  m->has_labels = b->labels != NULL;
+  m->has_mlm_labels = m->o.mode == MODEL_PRETRAIN && b->mlm_ids != NULL;
+
+  encoder_forward(m);
+  heads_forward(m);
+
+  float x[6] = {0};
+  m->ops->to_host(x, m->xent, sizeof x);
+  Stats st = {0};
+  if (m->has_mlm_labels) {
+    st.mlm_loss = x[0];
+    st.mlm_correct = lround(x[1]);
+    st.mlm_count = mlm_count;
+  }
+  if (m->has_labels) {
+    st.cls_loss = x[3];
+    st.cls_correct = lround(x[4]);
+    st.cls_count = cls_count;
+  }
+  st.loss = st.mlm_loss + st.cls_loss;
+  if (out) *out = st;
+
+  if (!train || mlm_count + cls_count == 0) return;
+  m->ops->zero(m->dh, (size_t)m->B * m->S * m->H * sizeof(float));
+  heads_backward(m, loss_weight, mlm_count, cls_count);
+  encoder_backward(m);
+}
+
+/* ---- outputs ---- */
+
+void model_mlm_logits(const Model *m, float *host) {
+  if (m->o.mode != MODEL_PRETRAIN) die("model: no MLM logits outside pre-training");
+  m->ops->to_host(host, m->mlm_logits, (size_t)m->B * m->P * m->V * sizeof(float));
+}
+void model_cls_logits(const Model *m, float *host) {
+  m->ops->to_host(host, m->cls_logits, (size_t)m->B * m->ncls * sizeof(float));
+}
+void model_sequence_output(const Model *m, float *host) {
+  m->ops->to_host(host, m->hidden[m->L], (size_t)m->B * m->S * m->H * sizeof(float));
+}
+void model_pooled_output(const Model *m, float *host) {
+  m->ops->to_host(host, m->pooled, (size_t)m->B * m->H * sizeof(float));
+}
+
+/* ---- training ---- */
+
+static void need_training(const Model *m, const char *what) {
+  if (!m->o.training) die("model: %s needs a model built for training", what);
+}
+
+void model_zero_grad(Model *m) {
+  need_training(m, "model_zero_grad");
+  m->ops->zero(m->grads, m->t->size * sizeof(float));
+}
+
+float model_grad_norm(Model *m) {
+  need_training(m, "model_grad_norm");
+  float s;
+  m->ops->sumsq(m->xent, m->grads, m->t->size);
+  m->ops->to_host(&s, m->xent, sizeof s);
+  return sqrtf(s);
+}
+
+void model_step(Model *m, ModelOptKind kind, const OptParams *o) {
+  need_training(m, "model_step");
+  if (kind == OPT_LAMB) m->ops->lamb(m->params, m->grads, m->m, m->v, m->ranges, m->nranges, o);
+  else m->ops->adamw(m->params, m->grads, m->m, m->v, m->ranges, m->nranges, o);
+}
+
+/* ---- transfers ---- */
+
+static size_t bytes(const Model *m) { return m->t->size * sizeof(float); }
+
+void model_params_to_host(const Model *m, float *host) { m->ops->to_host(host, m->params, bytes(m)); }
+void model_params_from_host(Model *m, const float *host) {
+  m->ops->to_device(m->params, host, bytes(m));
+}
+void model_init_params(Model *m, uint64_t seed, double init_range, int pad_id) {
+  float *h = params_alloc_host(m->t);
+  params_init(m->t, h, seed, init_range, pad_id);
+  model_params_from_host(m, h);
+  free(h);
+}
+void model_opt_to_host(const Model *m, float *m_host, float *v_host) {
+  need_training(m, "model_opt_to_host");
+  m->ops->to_host(m_host, m->m, bytes(m));
+  m->ops->to_host(v_host, m->v, bytes(m));
+}
+void model_opt_from_host(Model *m, const float *m_host, const float *v_host) {
+  need_training(m, "model_opt_from_host");
+  m->ops->to_device(m->m, m_host, bytes(m));
+  m->ops->to_device(m->v, v_host, bytes(m));
+}
+void model_grads_to_host(const Model *m, float *host) {
+  need_training(m, "model_grads_to_host");
+  m->ops->to_host(host, m->grads, bytes(m));
+}
+float *model_params_dev(Model *m) { return m->params; }
+float *model_grads_dev(Model *m) {
+  need_training(m, "model_grads_dev");
+  return m->grads;
+}
+size_t model_buffer_size(const Model *m) { return m->t->size; }
+
+double model_train_flops(const ModelShape *s, ModelMode mode, int B, int S, int P) {
+  double H = s->hidden, I = s->intermediate, L = s->layers, V = s->vocab;
+  double fwd = S * L * 2.0 * (4.0 * H * H + 2.0 * H * I) + L * 4.0 * (double)S * S * H +
+               2.0 * H * H;
+  if (mode == MODEL_PRETRAIN) fwd += 2.0 * H * 2.0 + P * (2.0 * H * H + 2.0 * H * V);
+  else fwd += 2.0 * H * s->num_labels;
+  return 3.0 * B * fwd;
+}

@@ -1,0 +1,157 @@
+/* The CPU backend's table, memory (plain host memory), elementwise ops and
+ * dropout. Elementwise loops need no care for determinism: each element's
+ * value depends on that element alone. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_cpu_internal.h"
+#include "util.h"
+
+void openblas_set_num_threads(int num_threads);
+
+#define SQRT1_2 0.70710678118654752f
+
+static void *cpu_alloc(size_t bytes) { return xcalloc(1, bytes ? bytes : 1); }
+static void cpu_free(void *p) { free(p); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_memcpy(void *dst, const void *src, size_t bytes) {
+  if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_sync(void) {}
+
+static void cpu_set_threads(int n) {
+  if (n < 1) die("ops: thread count must be at least 1 (got %d)", n);
+  omp_set_num_threads(n);
+}
+
+void cpu_colsum_acc(float *acc, const float *x, int rows, int c) {
+  int nch = (c + COL_CHUNK - 1) / COL_CHUNK;
+#pragma omp parallel for schedule(static)
+  for (int ch = 0; ch < nch; ch++) {
+    int lo = ch * COL_CHUNK, hi = lo + COL_CHUNK < c ? lo + COL_CHUNK : c;
+    double s[COL_CHUNK] = {0};
+    for (int r = 0; r < rows; r++) {
+      const float *xr = x + (size_t)r * c;
+      for (int j = lo; j < hi; j++) s[j - lo] += xr[j];
+    }
+    for (int j = lo; j < hi; j++) acc[j] += (float)s[j - lo];
+  }
+}
+
+static void cpu_add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void cpu_scale(float *x, size_t n, float s) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void cpu_gelu_fwd(float *out, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT1_2));
+}
+
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
+static void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
+  const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    float xi = x[i];
+    float cdf = 0.5f * (1.0f + erff(xi * SQRT1_2));
+    float pdf = inv_sqrt_2pi * expf(-0.5f * xi * xi);
+    dx[i] = dy[i] * (cdf + xi * pdf);
+  }
+}
+
+static void cpu_tanh_fwd(float *out, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) out[i] = tanhf(x[i]);
+}
+
+static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+/* out[i] = x[i] * keep(offset + i) / (1 - p). One Philox call serves four
+ * consecutive global elements, so each task regenerates at its start. */
+static void dropout_apply(float *out, const float *x, size_t n, float p, DropoutKey k) {
+  if (!(p >= 0.0f && p < 1.0f)) die("ops: dropout probability must be in [0, 1) (got %g)", p);
+  if (p == 0.0f) {
+    cpu_memcpy(out, x, n * sizeof *out);
+    return;
+  }
+  const float s = 1.0f / (1.0f - p);
+  const size_t chunk = 4096, nch = n_blocks(n, chunk);
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < nch; c++) {
+    size_t hi = min_size(n, (c + 1) * chunk);
+    uint64_t blk = UINT64_MAX;
+    philox4x32_ctr_t r = {{0, 0, 0, 0}};
+    for (size_t i = c * chunk; i < hi; i++) {
+      uint64_t e = k.elem_offset + i;
+      if (e >> 2 != blk) {
+        blk = e >> 2;
+        r = dropout_block(k.seed, k.step, k.tensor, blk);
+      }
+      out[i] = dropout_uniform(r.v[e & 3]) >= p ? x[i] * s : 0.0f;
+    }
+  }
+}
+
+static void cpu_dropout_fwd(float *out, const float *x, size_t n, float p, DropoutKey k) {
+  dropout_apply(out, x, n, p, k);
+}
+static void cpu_dropout_bwd(float *dx, const float *dy, size_t n, float p, DropoutKey k) {
+  dropout_apply(dx, dy, n, p, k);
+}
+
+static const Ops OPS_CPU = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .to_device = cpu_memcpy,
+    .to_host = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .sync = cpu_sync,
+    .set_threads = cpu_set_threads,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+    .embed_fwd = cpu_embed_fwd,
+    .embed_bwd = cpu_embed_bwd,
+    .layernorm_fwd = cpu_layernorm_fwd,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .add = cpu_add,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .tanh_fwd = cpu_tanh_fwd,
+    .tanh_bwd = cpu_tanh_bwd,
+    .scale = cpu_scale,
+    .dropout_fwd = cpu_dropout_fwd,
+    .dropout_bwd = cpu_dropout_bwd,
+    .attn_fwd = cpu_attn_fwd,
+    .attn_bwd = cpu_attn_bwd,
+    .gather_fwd = cpu_gather_fwd,
+    .gather_bwd = cpu_gather_bwd,
+    .xent_fwd = cpu_xent_fwd,
+    .xent_bwd = cpu_xent_bwd,
+    .adamw = cpu_adamw,
+    .lamb = cpu_lamb,
+    .sumsq = cpu_sumsq,
+};
+
+/* OpenBLAS stays single-threaded: threads come from OpenMP over fixed tiles
+ * (see ops_cpu_linear.c), which keeps results independent of thread count. */
+const Ops *ops_cpu(void) {
+  static int blas_set;
+  if (!blas_set) {
+    openblas_set_num_threads(1);
+    blas_set = 1;
+  }
+  return &OPS_CPU;
+}

@@ -1,0 +1,52 @@
+/* Pieces the training commands share: the run directory, the learning-rate
+ * schedule, gradient clipping, metrics files, and the configuration of a
+ * command that starts from a checkpoint. */
+#ifndef BERTRAIN_TRAIN_UTIL_H
+#define BERTRAIN_TRAIN_UTIL_H
+
+#include <stdio.h>
+
+#include "config.h"
+#include "ops.h"
+#include "params.h"
+#include "vocab.h"
+
+/* run.dir, or runs/NAME with NAME the base name (without .ini) of the last
+ * --config in argv, or runs/default without one. Writes it to buf. */
+const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, size_t n);
+
+/* The backend run.device names, with run.threads applied (0 = all cores). */
+const Ops *train_ops(const Config *c);
+
+/* Optimizer steps of linear warm-up: round(proportion * total). */
+int warmup_steps(double proportion, int total);
+/* Learning rate of optimizer step s (1-based) of total: peak * s / warmup
+ * during the warm-up, then falling linearly so that step total still
+ * trains (peak / (total - warmup)) and the next one would have 0. */
+double lr_at(int s, int total, int warmup, double peak);
+/* grad_scale that clips a gradient of global norm `norm` to max_norm (0 = no
+ * clipping). */
+float clip_scale(double norm, double max_norm);
+
+/* Creates path (truncating it) and writes the header line; dies naming it. */
+FILE *metrics_open(const char *path, const char *header);
+/* Flushes and closes; dies naming path on a write error. */
+void metrics_close(FILE *f, const char *path);
+
+/* The configuration of a command starting from weights file ckpt: defaults,
+ * then the configuration stored in the file, then the user's --config files
+ * and --set assignments from argv (as cli_parse applies them). Dies, listing
+ * them, when the user's settings change the architecture the file holds
+ * (model.layers, hidden, heads, intermediate, max_position, type_vocab,
+ * lowercase). cfg must be freed with config_free. */
+void train_config_from_checkpoint(const char *ckpt, int argc, char **argv, Config *cfg);
+
+/* The vocabulary for weights file ckpt: the one embedded in it, or the file
+ * model.vocab names when the user set it (different from the one in the
+ * file's configuration), which must then match the file's. */
+Vocab *train_vocab_for_checkpoint(const char *ckpt, const Config *cfg);
+
+/* Sets section.key = value, dying as --set would on a bad value. */
+void train_override(Config *c, const char *key, const char *value);
+
+#endif

@@ -1,0 +1,31 @@
+# Sourced by the shell tests: failure bookkeeping and helpers.
+# Each test runs in its own scratch directory under the build tree.
+T_FAILED=0
+T_PASSED=0
+T_NAME=$(basename "$0" .sh)
+T_DIR=$PWD/scratch-$T_NAME
+rm -rf "$T_DIR" && mkdir -p "$T_DIR" && cd "$T_DIR" || exit 2
+PYTHON=${BERTRAIN_PYTHON:-python3}
+
+fail() { echo "FAIL: $*" >&2; T_FAILED=$((T_FAILED + 1)); }
+pass() { T_PASSED=$((T_PASSED + 1)); }
+skip() { echo "SKIP: $*"; exit 77; }
+
+# expect_fail WHAT EXPECTED_STDERR_SUBSTRING CMD...: CMD must exit non-zero
+# (within 120 s, so a hang fails) and say the expected text on stderr.
+expect_fail() {
+  local what=$1 want=$2
+  shift 2
+  local err rc
+  err=$(timeout 120 "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 0 ]; then fail "$what: exited 0"; return; fi
+  if [ $rc -eq 124 ]; then fail "$what: timed out (hang?)"; return; fi
+  if ! grep -qF -- "$want" <<<"$err"; then fail "$what: stderr lacks '$want': $err"; return; fi
+  pass
+}
+
+finish() {
+  echo "$T_PASSED passed, $T_FAILED failed"
+  [ "$T_FAILED" -eq 0 ]
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# bertrain forward against Hugging Face transformers (tests/reference/
+# check_pytorch.py): a tiny model pre-trained for a few steps, the same
+# shard rows in eval mode, MLM and NSP logits and losses within 1e-4
+# relative error. Needs torch, transformers, h5py and numpy in
+# ${BERTRAIN_PYTHON:-python3}; skipped (77) without them.
+source "$SRC/tests/sh_util.sh"
+source "$SRC/tests/train_fixture.sh"
+
+if ! why=$("$PYTHON" -c 'import torch, transformers, h5py, numpy' 2>&1); then
+  skip "$PYTHON lacks torch/transformers/h5py/numpy (set BERTRAIN_PYTHON): $(tail -1 <<<"$why")"
+fi
+
+make_tiny_data "$T_DIR/data" || { echo "FAIL: could not make the tiny data set" >&2; exit 1; }
+CKPT=$T_DIR/data/run/checkpoints/final.h5
+# A few steps, so that no tensor keeps its initial value (LayerNorm 1/0, zero biases).
+"$BERTRAIN" pretrain --config "$T_DIR/data/tiny.ini" --set pretrain.steps=5 > pretrain.out 2>&1 &&
+  pass || fail "pretrain: $(cat pretrain.out)"
+
+# Rows with padding (attention mask) and unused masked-LM slots too: a range
+# around the first short sequence of the second shard.
+pad=$("$PYTHON" -c 'import sys, h5py, numpy as np
+m = h5py.File(sys.argv[1], "r")["input_mask"][:].min(axis=1)
+r = np.nonzero(m == 0)[0]
+print(max(int(r[0]) - 3, 0) if len(r) else 0)' "$T_DIR/data/shards/shard-00001.h5")
+for shard_rows in "shard-00000.h5 0:16" "shard-00001.h5 $pad:$((pad + 8))"; do
+  read -r shard rows <<<"$shard_rows"
+  "$BERTRAIN" forward --checkpoint "$CKPT" --data "$T_DIR/data/shards/$shard" --rows "$rows" \
+    --out "fwd-$rows.h5" > forward.out 2>&1 || { fail "forward $shard $rows: $(cat forward.out)"; continue; }
+  echo "== $shard rows $rows"
+  "$PYTHON" "$SRC/tests/reference/check_pytorch.py" --checkpoint "$CKPT" \
+    --shard "$T_DIR/data/shards/$shard" --rows "$rows" --forward "fwd-$rows.h5" --tol 1e-4 \
+    | tee check.out
+  rc=${PIPESTATUS[0]}
+  [ $rc -eq 0 ] && pass || fail "check_pytorch.py on $shard rows $rows exited $rc"
+  [ "$shard" = shard-00000.h5 ] || grep -q "padded rows [1-9]" check.out && pass ||
+    fail "rows $rows of $shard should include a padded sequence"
+done
+
+finish

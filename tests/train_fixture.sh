@@ -1,0 +1,48 @@
+# Sourced by the training tests (after sh_util.sh): a tiny pre-training data
+# set from the first 200 documents of the sample corpus, and a tiny model.
+# make_tiny_data DIR writes DIR/corpus.txt, DIR/vocab.txt (1000 tokens),
+# DIR/shards (2 shards of 64-token sequences, 10 masked positions) and
+# DIR/tiny.ini (2 layers, hidden 64, one thread, run dir DIR/run).
+make_tiny_data() {
+  local d=$1
+  mkdir -p "$d" || return 1
+  xz -dc "$SRC/data/sample/pretrain/corpus.txt.xz" |
+    awk '/^$/ { if (++docs >= 200) exit } { print }' > "$d/corpus.txt" || return 1
+  "$BERTRAIN" vocab --corpus "$d/corpus.txt" --size 1000 --out "$d/vocab.txt" 2>"$d/vocab.log" ||
+    { cat "$d/vocab.log" >&2; return 1; }
+  "$BERTRAIN" prep --corpus "$d/corpus.txt" --vocab "$d/vocab.txt" --out "$d/shards" \
+    --set data.seq_length=64 --set data.max_predictions=10 --set data.shards=2 \
+    --set data.dupe_factor=1 2>"$d/prep.log" || { cat "$d/prep.log" >&2; return 1; }
+  cat > "$d/tiny.ini" <<EOF
+[model]
+vocab = $d/vocab.txt
+layers = 2
+hidden = 64
+heads = 2
+intermediate = 128
+max_position = 128
+
+[data]
+dir = $d/shards
+seq_length = 64
+max_predictions = 10
+
+[pretrain]
+steps = 30
+batch_size = 32
+micro_batch = 16
+lr = 2e-3
+warmup_proportion = 0.1
+log_every = 10
+
+[finetune]
+seq_length = 64
+lr = 1e-3
+batch_size = 32
+epochs = 2
+
+[run]
+dir = $d/run
+threads = 1
+EOF
+}
