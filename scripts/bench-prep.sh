@@ -112,3 +112,24 @@ else
 fi
 
 # --- prep ---
+# Whole sample corpus, seq 128, dupe_factor 5, 4 shards, with 1 and 2 ranks;
+# the shard files of both runs must be byte-identical.
+export OMPI_MCA_rmaps_base_oversubscribe=1
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+echo
+echo "== prep: $CORPUS_XZ -> HDF5 shards (seq 128, dupe_factor 5, 4 shards)"
+for np in 1 2; do
+  start=$(date +%s.%N)
+  mpirun -np $np "$B" prep --corpus "$CORPUS_XZ" --vocab "$VOCAB" --out "$TMP/np$np" \
+    --set data.seq_length=128 --set data.dupe_factor=5 --set data.shards=4 2> "$TMP/prep$np.err" \
+    || { cat "$TMP/prep$np.err" >&2; exit 1; }
+  end=$(date +%s.%N)
+  summary=$(grep -E 'instances' "$TMP/prep$np.err" | tail -1)
+  n=$(grep -oE '[0-9,]+ instances' <<<"$summary" | head -1 | tr -d ', instances')
+  awk -v np="$np" -v s="$start" -v e="$end" -v n="$n" \
+    'BEGIN { printf "mpirun -np %d: %7.2f s wall (incl. mpirun start), %s instances, %.0f instances/s\n", np, e - s, n, n / (e - s) }'
+  echo "   bertrain: $summary"
+done
+same=yes
+for f in "$TMP"/np1/shard-*.h5; do cmp -s "$f" "$TMP/np2/$(basename "$f")" || same=no; done
+echo "shards identical with 1 and 2 ranks: $same"

@@ -114,25 +114,24 @@ static void open_cached(BatchLoader *l, int i, size_t budget) {
   for (int k = 0; k < SHARD_NUM_DATASETS; k++) total += bytes[k] = row_bytes(s, k);
   for (int k = 0; k < SHARD_NUM_DATASETS; k++) {
     const char *name = SHARD_DATASETS[k];
-    size_t share = (size_t)((double)budget * (double)bytes[k] / (double)total);
-    size_t whole = bytes[k] * s->n;
-    size_t cache = share < whole ? share : whole;
     hid_t dcpl = h5id(H5Dget_create_plist(s->ds[k]), s, name, "reading the storage layout");
+    int chunked = H5Pget_layout(dcpl) == H5D_CHUNKED;
     hsize_t chunk[2] = {1, 1};
-    size_t slots = 521;
-    if (H5Pget_layout(dcpl) == H5D_CHUNKED) {
-      if (H5Pget_chunk(dcpl, 2, chunk) < 0) die("%s: HDF5 error reading the chunk shape of %s", s->path, name);
-      /* one slot per chunk of the dataset: chunk indices never collide */
-      size_t chunk_rows = chunk[0] ? (size_t)chunk[0] : 1;
-      slots = s->n / chunk_rows + 2;
-      size_t chunk_bytes = chunk_rows * bytes[k];
-      if (cache < chunk_bytes) cache = chunk_bytes; /* at least one chunk */
-    }
+    if (chunked && H5Pget_chunk(dcpl, 2, chunk) < 0)
+      die("%s: HDF5 error reading the chunk shape of dataset %s", s->path, name);
     h5ok(H5Pclose(dcpl), s, name, "closing a property list");
+    if (!chunked) continue; /* contiguous data is read in place */
+    size_t chunk_rows = chunk[0] ? (size_t)chunk[0] : 1;
+    size_t chunks = (s->n + chunk_rows - 1) / chunk_rows;
+    size_t chunk_bytes = chunk_rows * bytes[k];
+    size_t share = (size_t)((double)budget * (double)bytes[k] / (double)total);
+    /* whole chunks, the last one (partly beyond the rows) included */
+    size_t cache = share < chunks * chunk_bytes ? share : (chunks + 1) * chunk_bytes;
+    if (cache < chunk_bytes) cache = chunk_bytes;
     hid_t dapl = h5id(H5Pcreate(H5P_DATASET_ACCESS), s, name, "creating a property list");
-    /* w0 = 0: evict the least recently used chunk, read fully or not,
-     * since random rows come back to every chunk. */
-    h5ok(H5Pset_chunk_cache(dapl, slots, cache, 0.0), s, name, "setting the chunk cache");
+    /* One hash slot per chunk, so that chunks never collide; w0 = 0: evict
+     * the least recently used chunk, since random rows return to every chunk. */
+    h5ok(H5Pset_chunk_cache(dapl, chunks + 1, cache, 0.0), s, name, "setting the chunk cache");
     h5ok(H5Dclose(s->ds[k]), s, name, "closing the dataset");
     s->ds[k] = h5id(H5Dopen2(s->file, name, dapl), s, name, "opening the dataset");
     h5ok(H5Pclose(dapl), s, name, "closing a property list");

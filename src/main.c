@@ -13,7 +13,7 @@ static const Command *const COMMANDS[] = {
 };
 
 static void print_overview(FILE *f) {
-  fputs("bertrain: BERT pre-training data, tokenization and fine-tuning data tools\n\n"
+  fputs("bertrain: BERT pre-training and fine-tuning, from text corpus to GLUE predictions\n\n"
         "usage: bertrain COMMAND [options]   (or: mpirun -np N bertrain prep ...)\n\n"
         "commands:\n", f);
   for (size_t i = 0; i < ARRAY_LEN(COMMANDS); i++)

@@ -138,6 +138,12 @@ void train_config_from_checkpoint(const char *ckpt, int argc, char **argv, Confi
   config_defaults(cfg);
   load_stored_config(cfg, ckpt);
   weights_read_model_config(ckpt, cfg);
+  /* Where and how fast the checkpoint was made says nothing about this machine. */
+  Config d;
+  config_defaults(&d);
+  cfg->run.threads = d.run.threads;
+  train_override(cfg, "run.device", d.run.device);
+  config_free(&d);
   apply_user_settings(cfg, argc, argv);
   char msg[2048] = "";
   size_t used = 0;

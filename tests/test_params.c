@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -142,6 +143,44 @@ static void test_bert_base_layout(void) {
   CHECK_INT(params_count(t), formula_count(&odd));
   check_contiguous(t);
   params_free(t);
+}
+
+static void test_presets(void) {
+  static const struct {
+    const char *file;
+    int layers, hidden, heads, intermediate;
+  } PRESETS[] = {
+    {"configs/bert-tiny.ini", 2, 128, 2, 512},
+    {"configs/bert-mini.ini", 4, 256, 4, 1024},
+    {"configs/bert-base.ini", 12, 768, 12, 3072},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(PRESETS); i++) {
+    Config c;
+    config_defaults(&c);
+    config_load_file(&c, src_path(PRESETS[i].file));
+    model_config_check(&c);
+    CHECK_INT(c.model.layers, PRESETS[i].layers);
+    CHECK_INT(c.model.hidden, PRESETS[i].hidden);
+    CHECK_INT(c.model.heads, PRESETS[i].heads);
+    CHECK_INT(c.model.intermediate, PRESETS[i].intermediate);
+    CHECK_INT(c.model.max_position, 512);
+    CHECK_INT(c.model.type_vocab, 2);
+    CHECK(c.model.dropout == 0.1 && c.model.attention_dropout == 0.1);
+    CHECK(c.model.initializer_range == 0.02);
+    if (i == 2) {
+      ModelShape s = model_shape(&c, 30522, 0, 1);
+      ParamTable *t = params_build(&s);
+      CHECK_INT(params_count(t), 110106428);
+      params_free(t);
+    }
+    config_free(&c);
+  }
+  Config c;
+  config_defaults(&c);
+  CHECK_INT(c.model.layers, 4);
+  CHECK_INT(c.model.hidden, 256);
+  CHECK_INT(c.run.seed, 42);
+  config_free(&c);
 }
 
 /* ---- initialisation ---- */
@@ -619,16 +658,82 @@ static void test_errors(void) {
                                      NULL});
 }
 
+/* Loads path in a child; exit 0 when weights, vocabulary and config text
+ * equal the reference, 4 when something differs, 1 when load died. */
+static int load_matches(const char *path, const ParamTable *t, const float *ref,
+                        const Vocab *vocab, const char *text) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!freopen("/dev/null", "w", stderr)) _exit(2);
+    float *buf = params_alloc_host(t);
+    weights_load(path, t, buf, NULL, NULL);
+    Vocab *v = weights_read_vocab(path);
+    char *cfg = weights_read_config_text(path);
+    int same = memcmp(buf, ref, params_size(t) * sizeof *buf) == 0 && v->hash == vocab->hash &&
+               v->size == vocab->size && strcmp(cfg, text) == 0;
+    _exit(same ? 0 : 4);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Damage anywhere in a file is either reported or harmless: every flipped
+ * byte (a sample of them) makes loading die or read exactly the original
+ * weights, vocabulary and config. */
+static void test_corruption_sweep(void) {
+  const char *good = tmp_path("sweep.h5"), *bad = tmp_path("sweep-flipped.h5");
+  save_model(good, &SMALL, 3);
+  ParamTable *t = params_build(&SMALL);
+  float *ref = params_alloc_host(t);
+  weights_load(good, t, ref, NULL, NULL);
+  Vocab *vocab = weights_read_vocab(good);
+  char *text = weights_read_config_text(good);
+  FILE *f = fopen(good, "rb");
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  unsigned char *data = malloc((size_t)size);
+  fseek(f, 0, SEEK_SET);
+  CHECK(fread(data, 1, (size_t)size, f) == (size_t)size);
+  fclose(f);
+  int died = 0, same = 0, wrong = 0;
+  for (long pos = 0; pos < size; pos += 41) {
+    data[pos] ^= 0x55;
+    FILE *g = fopen(bad, "wb");
+    fwrite(data, 1, (size_t)size, g);
+    fclose(g);
+    data[pos] ^= 0x55;
+    int rc = load_matches(bad, t, ref, vocab, text);
+    if (rc == 1) died++;
+    else if (rc == 0) same++;
+    else {
+      wrong++;
+      fprintf(stderr, "flipped byte %ld of %ld: load ended with status %d\n", pos, size, rc);
+    }
+  }
+  printf("corruption sweep: %d flips detected, %d harmless, %d wrong\n", died, same, wrong);
+  CHECK_INT(wrong, 0);
+  CHECK(died > 4 * same);
+  free(data);
+  free(ref);
+  free(text);
+  vocab_free(vocab);
+  params_free(t);
+}
+
 int main(void) {
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 2;
   }
   test_bert_base_layout();
+  test_presets();
   test_init_statistics();
   test_init_determinism();
   test_roundtrip();
   test_errors();
+  test_corruption_sweep();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
