@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded demo data, from a fresh Debian 12 machine:
-# installs what is missing, builds, trains the WordPiece vocabulary and
-# prepares the HDF5 pre-training shards with 2 MPI ranks, then checks the
-# fine-tuning task. Outputs go to runs/demo/.
+# installs what is missing, builds, trains the WordPiece vocabulary, prepares
+# the HDF5 pre-training shards, then pre-trains a tiny BERT with 2 MPI ranks
+# for 200 epochs, fine-tuning every 20-epoch milestone on the sample MRPC task
+# (configs/demo.ini), and prints where the report is. Outputs go to runs/demo/.
 # Usage: scripts/demo.sh [--set section.key=value ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,19 +11,26 @@ cd "$(dirname "$0")/.."
 bertrain_install_deps
 bertrain_build build
 B=$PWD/build/bertrain
+CFG=configs/demo.ini
 RUN=runs/demo
-mkdir -p "$RUN"
 export OMPI_MCA_rmaps_base_oversubscribe=1   # 2 ranks even on a 1-core machine
 
-echo "== 1. WordPiece vocabulary from the sample corpus" >&2
-"$B" vocab --config configs/demo.ini "$@" --out "$RUN/vocab.txt"
+if [ -e "$RUN/checkpoints" ]; then
+  echo "note: $RUN already holds a run; it is continued (remove $RUN to start afresh)" >&2
+fi
+mkdir -p "$RUN"
+echo "== 1/4 WordPiece vocabulary from the sample corpus" >&2
+[ -s "$RUN/vocab.txt" ] || "$B" vocab --config "$CFG" "$@" --out "$RUN/vocab.txt"
 
-echo "== 2. Pre-training shards (mpirun -np 2 bertrain prep)" >&2
-mpirun -np 2 "$B" prep --config configs/demo.ini "$@" --force
+echo "== 2/4 pre-training shards (mpirun -np 2 bertrain prep)" >&2
+ls "$RUN"/shards/shard-*.h5 >/dev/null 2>&1 || mpirun -np 2 "$B" prep --config "$CFG" "$@"
 
-echo "== 3. The fine-tuning task (sample MRPC)" >&2
-"$B" glue --config configs/demo.ini "$@"
+echo "== 3/4 the fine-tuning task (sample MRPC)" >&2
+"$B" glue --config "$CFG" "$@"
+
+echo "== 4/4 pre-training with milestone fine-tuning (mpirun -np 2 bertrain pretrain)" >&2
+mpirun -np 2 "$B" pretrain --config "$CFG" "$@"
 
 echo >&2
-echo "Done. Vocabulary: $RUN/vocab.txt; shards: $RUN/shards/ (resolved config in $RUN/shards/config.ini)." >&2
-ls -l "$RUN/shards" >&2
+echo "Done. Report: $RUN/report/Report.md (figures beside it); metrics: $RUN/metrics.csv, $RUN/metrics.h5;" >&2
+echo "TensorBoard: tensorboard --logdir $RUN/tb" >&2

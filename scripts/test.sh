@@ -7,13 +7,14 @@ cd "$(dirname "$0")/.."
 bertrain_install_deps
 
 # Python packages for the differential tests (Hugging Face tokenizers, h5py)
+# and the TensorBoard event-file check (tensorboard)
 # go into a private venv; a test that cannot import them skips and says why.
 if [ ! -x build/py/bin/python ]; then
   mkdir -p build
   python3 -m venv build/py >/dev/null 2>&1 || echo "note: no python venv; tests needing Python packages will skip" >&2
 fi
 if [ -x build/py/bin/python ]; then
-  build/py/bin/python -m pip install -q --disable-pip-version-check tokenizers h5py numpy >/dev/null 2>&1 \
+  build/py/bin/python -m pip install -q --disable-pip-version-check tokenizers h5py numpy tensorboard >/dev/null 2>&1 \
     || echo "note: pip install failed; tests needing Python packages will skip" >&2
   export BERTRAIN_PYTHON=$PWD/build/py/bin/python
 fi

@@ -84,11 +84,18 @@ void classify_batch_free(ClassifyBatch *cb) {
   memset(cb, 0, sizeof *cb);
 }
 
-const Batch *classify_batch_fill(ClassifyBatch *cb, const Encoded *e, const long *rows, int n) {
-  if (n > cb->max_n) die("classify: internal error: batch of %d rows, room for %d", n, cb->max_n);
+int classify_batch_len(const Encoded *e, const long *rows, int n) {
   int S = 1;
   for (int i = 0; i < n; i++)
     if (e->len[rows[i]] > S) S = e->len[rows[i]];
+  return S;
+}
+
+const Batch *classify_batch_fill_to(ClassifyBatch *cb, const Encoded *e, const long *rows, int n,
+                                    int S) {
+  if (n > cb->max_n) die("classify: internal error: batch of %d rows, room for %d", n, cb->max_n);
+  if (S > e->seq_length || S < classify_batch_len(e, rows, n))
+    die("classify: internal error: padding to %d tokens", S);
   for (int i = 0; i < n; i++) {
     long r = rows[i];
     const int32_t *src = e->ids + (size_t)r * (size_t)e->seq_length;
@@ -107,41 +114,70 @@ const Batch *classify_batch_fill(ClassifyBatch *cb, const Encoded *e, const long
   return &cb->b;
 }
 
-void classify_evaluate(Model *m, const Encoded *e, int *pred, ClassifyEval *ev) {
+const Batch *classify_batch_fill(ClassifyBatch *cb, const Encoded *e, const long *rows, int n) {
+  return classify_batch_fill_to(cb, e, rows, n, classify_batch_len(e, rows, n));
+}
+
+long classify_eval_chunks(const Encoded *e) {
+  return (e->n + CLASSIFY_EVAL_BATCH - 1) / CLASSIFY_EVAL_BATCH;
+}
+
+/* Chunk c's rows: predictions into pred, counts into ev; returns the summed
+ * cross-entropy of its labelled rows. */
+static double evaluate_chunk(Model *m, const Encoded *e, long c, ClassifyBatch *cb, float *logits,
+                             int *pred, ClassifyEval *ev) {
+  int nl = model_table(m)->shape.num_labels;
+  long start = c * CLASSIFY_EVAL_BATCH, rows[CLASSIFY_EVAL_BATCH];
+  int n = e->n - start < CLASSIFY_EVAL_BATCH ? (int)(e->n - start) : CLASSIFY_EVAL_BATCH;
+  for (int i = 0; i < n; i++) rows[i] = start + i;
+  const Batch *b = classify_batch_fill(cb, e, rows, n);
+  Stats st;
+  DropoutCtx d = {0, 0, 0};
+  model_forward_backward(m, b, 0, d, 1.0f, &st);
+  model_cls_logits(m, logits);
+  for (int i = 0; i < n; i++) {
+    const float *l = logits + (size_t)i * nl;
+    int best = 0;
+    for (int k = 1; k < nl; k++)
+      if (l[k] > l[best]) best = k;
+    pred[start + i] = best;
+    int label = e->label[start + i];
+    if (label < 0) continue;
+    ev->n++;
+    ev->correct += best == label;
+    ev->tp += best == 1 && label == 1;
+    ev->fp += best == 1 && label != 1;
+    ev->fn += best != 1 && label == 1;
+  }
+  return st.cls_loss * (double)st.cls_count;
+}
+
+void classify_evaluate_part(Model *m, const Encoded *e, int part, int parts, int *pred,
+                            ClassifyEval *ev, double *chunk_loss) {
   int nl = model_table(m)->shape.num_labels;
   ClassifyBatch cb;
   classify_batch_alloc(&cb, CLASSIFY_EVAL_BATCH, e->seq_length);
   float *logits = xmalloc((size_t)CLASSIFY_EVAL_BATCH * (size_t)nl * sizeof *logits);
-  long rows[CLASSIFY_EVAL_BATCH];
-  double loss_sum = 0;
   memset(ev, 0, sizeof *ev);
-  for (long start = 0; start < e->n; start += CLASSIFY_EVAL_BATCH) {
-    int n = e->n - start < CLASSIFY_EVAL_BATCH ? (int)(e->n - start) : CLASSIFY_EVAL_BATCH;
-    for (int i = 0; i < n; i++) rows[i] = start + i;
-    const Batch *b = classify_batch_fill(&cb, e, rows, n);
-    Stats st;
-    DropoutCtx d = {0, 0, 0};
-    model_forward_backward(m, b, 0, d, 1.0f, &st);
-    model_cls_logits(m, logits);
-    loss_sum += st.cls_loss * (double)st.cls_count;
-    for (int i = 0; i < n; i++) {
-      const float *l = logits + (size_t)i * nl;
-      int best = 0;
-      for (int c = 1; c < nl; c++)
-        if (l[c] > l[best]) best = c;
-      pred[start + i] = best;
-      int label = e->label[start + i];
-      if (label < 0) continue;
-      ev->n++;
-      ev->correct += best == label;
-      ev->tp += best == 1 && label == 1;
-      ev->fp += best == 1 && label != 1;
-      ev->fn += best != 1 && label == 1;
-    }
-  }
-  ev->loss = ev->n ? loss_sum / (double)ev->n : 0;
+  long chunks = classify_eval_chunks(e);
+  for (long c = 0; c < chunks; c++)
+    chunk_loss[c] = c % parts == part ? evaluate_chunk(m, e, c, &cb, logits, pred, ev) : 0;
   free(logits);
   classify_batch_free(&cb);
+}
+
+void classify_eval_finish(ClassifyEval *ev, const double *chunk_loss, long chunks) {
+  double loss_sum = 0;
+  for (long c = 0; c < chunks; c++) loss_sum += chunk_loss[c];
+  ev->loss = ev->n ? loss_sum / (double)ev->n : 0;
+}
+
+void classify_evaluate(Model *m, const Encoded *e, int *pred, ClassifyEval *ev) {
+  long chunks = classify_eval_chunks(e);
+  double *chunk_loss = xcalloc((size_t)chunks, sizeof *chunk_loss);
+  classify_evaluate_part(m, e, 0, 1, pred, ev, chunk_loss);
+  classify_eval_finish(ev, chunk_loss, chunks);
+  free(chunk_loss);
 }
 
 double eval_accuracy(const ClassifyEval *ev) {

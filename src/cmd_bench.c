@@ -1,14 +1,18 @@
-/* bertrain bench: full pre-training steps (forward, backward, gradient
- * clipping, optimizer) on synthetic data, timed. FLOPs are counted
- * analytically by model_train_flops (model.h). */
+/* bertrain bench: full data-parallel pre-training steps (forward, backward,
+ * gradient all-reduce, clipping, optimizer) on synthetic data or shards,
+ * timed in their parts. FLOPs are counted analytically by model_train_flops
+ * (model.h). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch_loader.h"
+#include "comm.h"
 #include "commands.h"
 #include "model.h"
+#include "prefetch.h"
 #include "rng.h"
 #include "util.h"
 
@@ -58,17 +62,69 @@ static void synth_free(BenchData *d) {
   free(d->nsp);
 }
 
-/* One training step; returns its loss. */
-static double train_step(Model *m, const Batch *b, ModelOptKind kind, int step) {
+typedef struct BenchTimes {
+  double wait, compute, comm; /* seconds over the timed steps */
+} BenchTimes;
+
+typedef struct Bench {
+  Model *m;
+  const Ops *ops;
+  ModelOptKind kind;
+  CommInfo ci;
+  int batch;         /* per rank */
+  Prefetcher *pf;    /* NULL: the synthetic batch */
+  const Batch *synth;
+  BenchTimes t;
+} Bench;
+
+static void add_time(double *acc, double t0, int timed) {
+  if (timed) *acc += now_seconds() - t0;
+}
+
+/* Stream position of this rank's rows of step s (1-based), as pretrain
+ * splits a global batch of batch x ranks. */
+static uint64_t rows_of(const Bench *b, int s) {
+  return ((uint64_t)s - 1) * (uint64_t)b->batch * (uint64_t)b->ci.size +
+         (uint64_t)b->ci.rank * (uint64_t)b->batch;
+}
+
+/* One data-parallel training step, timed in its parts when timed; returns
+ * its loss (this rank's). */
+static double train_step(Bench *b, int step, int last, int timed) {
   Stats st;
-  model_zero_grad(m);
-  DropoutCtx d = {1, (uint32_t)step, 0};
-  model_forward_backward(m, b, 1, d, 1.0f, &st);
-  float norm = model_grad_norm(m);
+  double t0 = now_seconds();
+  Batch batch;
+  if (b->pf) {
+    const LoadedBatch *lb = prefetch_take(b->pf, NULL);
+    if (step < last) prefetch_request(b->pf, rows_of(b, step + 1), b->batch);
+    Batch from_file = {lb->n, lb->S, lb->P, lb->input_ids, lb->segment_ids, lb->input_mask,
+                       lb->mlm_positions, lb->mlm_ids, lb->nsp_labels};
+    batch = from_file;
+  } else {
+    batch = *b->synth;
+  }
+  add_time(&b->t.wait, t0, timed);
+  t0 = now_seconds();
+  model_zero_grad(b->m);
+  DropoutCtx d = {1, (uint32_t)step, (uint64_t)b->ci.rank * (uint64_t)b->batch};
+  model_forward_backward(b->m, &batch, 1, d, 1.0f, &st);
+  b->ops->sync();
+  add_time(&b->t.compute, t0, timed);
+  t0 = now_seconds();
+  float *g = model_grads_dev(b->m);
+  size_t n = model_buffer_size(b->m);
+  comm_allreduce_sum_f32(g, n);
+  if (b->ci.size > 1) b->ops->scale(g, n, 1.0f / (float)b->ci.size);
+  b->ops->sync();
+  add_time(&b->t.comm, t0, timed);
+  t0 = now_seconds();
+  float norm = model_grad_norm(b->m);
   OptParams o = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
                  .weight_decay = 0.01f, .grad_scale = norm > 1.0f ? 1.0f / norm : 1.0f,
                  .step = step, .bias_correction = 1};
-  model_step(m, kind, &o);
+  model_step(b->m, b->kind, &o);
+  b->ops->sync();
+  add_time(&b->t.compute, t0, timed);
   return st.loss;
 }
 
@@ -77,16 +133,62 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* --data: the shards' sizes and vocabulary size stand unless given. */
+static BatchLoader *open_data(const char *dir, int *seq, int *pred, int *vocab) {
+  BatchLoader *l = loader_open(dir, NULL, 1, (size_t)1 << 30);
+  int S = loader_seq_length(l), P = loader_max_predictions(l);
+  if ((*seq >= 0 && *seq != S) || (*pred >= 0 && *pred != P))
+    die("bench: the shards of %s hold %d tokens and %d predictions per sequence; drop --seq "
+        "and --pred or make them match", dir, S, P);
+  *seq = S;
+  *pred = P;
+  const Shard *s = loader_shard(l, 0);
+  if (*vocab < 0) *vocab = s->attrs.present ? (int)s->attrs.vocab_size : 30522;
+  return l;
+}
+
+/* 0 threads: OMP_NUM_THREADS if set, else the node's cores shared among its ranks. */
+static void choose_threads(const Ops *ops, int threads, const CommInfo *ci) {
+  if (threads == 0 && !getenv("OMP_NUM_THREADS") && ci->local_size > 1) {
+    threads = omp_get_num_procs() / ci->local_size;
+    if (threads < 1) threads = 1;
+  }
+  if (threads > 0) ops->set_threads(threads);
+}
+
+static void report(const Bench *b, double *ms, int steps, double flops, double loss0,
+                   double loss) {
+  /* Each part and the step time averaged over the ranks. */
+  double sums[4] = {b->t.wait, b->t.compute, b->t.comm, 0};
+  double total = 0;
+  for (int i = 0; i < steps; i++) total += ms[i];
+  sums[3] = total;
+  comm_allreduce_sum_f64(sums, 4);
+  qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+  if (b->ci.rank != 0) return;
+  int R = b->ci.size;
+  double mean = sums[3] / R / steps, median = ms[steps / 2];
+  double wait = sums[0] / R / steps * 1e3, comp = sums[1] / R / steps * 1e3,
+         comm = sums[2] / R / steps * 1e3;
+  printf("bench: loss %.4f -> %.4f (rank 0)\n", loss0, loss);
+  printf("bench: %.1f ms/step (rank 0: median %.1f, min %.1f), %.1f sequences/s over %d rank%s, "
+         "%.2f GFLOP/s\n", mean, median, ms[0], (double)b->batch * R * 1e3 / mean, R,
+         R == 1 ? "" : "s", flops * R / (mean * 1e-3) / 1e9);
+  printf("bench: per step %.2f ms computing (%.1f%%), %.2f ms in the all-reduce (%.1f%%), "
+         "%.2f ms waiting for data (%.1f%%)\n", comp, 100 * comp / mean, comm, 100 * comm / mean,
+         wait, 100 * wait / mean);
+}
+
 static int run(int argc, char **argv) {
   Config cfg;
-  const char *device = "cpu", *opt_name = "adamw";
-  int batch = 32, seq = -1, pred = -1, steps = 10, warmup = 2, vocab = 30522, threads = 0;
+  const char *device = "cpu", *opt_name = "adamw", *data = NULL;
+  int batch = 32, seq = -1, pred = -1, steps = 10, warmup = 2, vocab = -1, threads = 0;
   CliOpt opts[] = {
     {"device", OPT_STRING, &device},   {"batch", OPT_INT, &batch},
     {"seq", OPT_INT, &seq},            {"pred", OPT_INT, &pred},
     {"steps", OPT_INT, &steps},        {"warmup", OPT_INT, &warmup},
     {"vocab-size", OPT_INT, &vocab},   {"threads", OPT_INT, &threads},
-    {"optimizer", OPT_STRING, &opt_name},
+    {"optimizer", OPT_STRING, &opt_name}, {"data", OPT_STRING, &data},
   };
   int first = cli_parse(&CMD_BENCH, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
   if (first < argc) die("bench: unexpected argument '%s'", argv[first]);
@@ -97,77 +199,95 @@ static int run(int argc, char **argv) {
   if (strcmp(opt_name, "lamb") == 0) kind = OPT_LAMB;
   else if (strcmp(opt_name, "adamw") != 0)
     die("bench: --optimizer must be adamw or lamb (got '%s')", opt_name);
+  Bench b = {.ops = ops_cpu(), .kind = kind, .ci = comm_init(), .batch = batch};
+  BatchLoader *loader = data ? open_data(data, &seq, &pred, &vocab) : NULL;
   if (seq < 0) seq = cfg.data.seq_length;
   if (pred < 0) pred = cfg.data.max_predictions;
+  if (vocab < 0) vocab = 30522;
   if (batch < 1 || seq < 2 || pred < 1 || pred >= seq || steps < 1 || warmup < 0 || vocab < 1 ||
       threads < 0)
     die("bench: need --batch >= 1, --seq >= 2, 1 <= --pred < --seq, --steps >= 1, "
         "--warmup >= 0, --vocab-size >= 1, --threads >= 0");
 
-  const Ops *ops = ops_cpu();
-  if (threads > 0) ops->set_threads(threads);
+  choose_threads(b.ops, threads, &b.ci);
   ModelShape shape = model_shape(&cfg, vocab, 0, 1);
   ParamTable *t = params_build(&shape);
   ModelOpts mo = {MODEL_PRETRAIN, batch, seq, pred, (float)cfg.model.dropout,
                   (float)cfg.model.attention_dropout, 1, 0};
-  Model *m = model_new(ops, t, &mo);
-  model_init_params(m, 42, cfg.model.initializer_range, 0);
+  b.m = model_new(b.ops, t, &mo);
+  model_init_params(b.m, 42, cfg.model.initializer_range, 0);
   BenchData d;
-  synth(&d, batch, seq, pred, vocab, 7);
+  memset(&d, 0, sizeof d);
+  if (loader) {
+    b.pf = prefetch_new(loader, batch);
+    prefetch_request(b.pf, rows_of(&b, 1), batch);
+  } else {
+    synth(&d, batch, seq, pred, vocab, 7 + (uint64_t)b.ci.rank);
+    b.synth = &d.b;
+  }
 
   double flops = model_train_flops(&shape, MODEL_PRETRAIN, batch, seq, pred);
-  printf("bench: device %s, %d threads; model L=%d H=%d heads=%d I=%d vocab %d, %.2fM parameters\n",
-         ops->name, omp_get_max_threads(), shape.layers, shape.hidden, shape.heads,
-         shape.intermediate, vocab, params_count(t) / 1e6);
-  printf("bench: batch %d x %d tokens, %d predictions per sequence, %s, dropout %g/%g; "
-         "%d warm-up + %d timed steps; %.2f GFLOP per step\n",
-         batch, seq, pred, kind == OPT_LAMB ? "LAMB" : "AdamW", cfg.model.dropout,
-         cfg.model.attention_dropout, warmup, steps, flops / 1e9);
-  fflush(stdout);
+  if (b.ci.rank == 0) {
+    int nt = omp_get_max_threads();
+    printf("bench: device %s, %d rank%s x %d thread%s; model L=%d H=%d heads=%d I=%d vocab %d, "
+           "%.2fM parameters\n", b.ops->name, b.ci.size, b.ci.size == 1 ? "" : "s", nt,
+           nt == 1 ? "" : "s", shape.layers, shape.hidden, shape.heads, shape.intermediate, vocab,
+           params_count(t) / 1e6);
+    printf("bench: batch %d x %d tokens per rank (%d in all), %d predictions per sequence, %s, "
+           "dropout %g/%g, data %s; %d warm-up + %d timed steps; %.2f GFLOP per step and rank\n",
+           batch, seq, batch * b.ci.size, pred, kind == OPT_LAMB ? "LAMB" : "AdamW",
+           cfg.model.dropout, cfg.model.attention_dropout, data ? data : "synthetic", warmup,
+           steps, flops / 1e9);
+    fflush(stdout);
+  }
 
   double loss0 = 0, loss = 0, *ms = xmalloc((size_t)steps * sizeof *ms);
   for (int s = 1; s <= warmup + steps; s++) {
+    comm_barrier(); /* the ranks start each step together: the parts are comparable */
     double t0 = now_seconds();
-    loss = train_step(m, &d.b, kind, s);
-    ops->sync();
+    loss = train_step(&b, s, warmup + steps, s > warmup);
     if (s == 1) loss0 = loss;
     if (s > warmup) ms[s - warmup - 1] = (now_seconds() - t0) * 1e3;
     if (!isfinite(loss)) die("bench: the loss is not finite at step %d", s);
   }
-  double total = 0;
-  for (int i = 0; i < steps; i++) total += ms[i];
-  qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
-  double mean = total / steps, median = ms[steps / 2];
-  printf("bench: loss %.4f -> %.4f\n", loss0, loss);
-  printf("bench: %.1f ms/step (median %.1f, min %.1f), %.1f sequences/s, %.2f GFLOP/s\n", mean,
-         median, ms[0], batch * 1e3 / mean, flops / (mean * 1e-3) / 1e9);
+  report(&b, ms, steps, flops, loss0, loss);
 
   free(ms);
-  synth_free(&d);
-  model_free(m);
+  prefetch_free(b.pf);
+  loader_close(loader);
+  if (!loader) synth_free(&d);
+  model_free(b.m);
   params_free(t);
   config_free(&cfg);
   return 0;
 }
 
 const Command CMD_BENCH = {
-  "bench", "time full pre-training steps on synthetic data",
+  "bench", "time full pre-training steps on synthetic data or shards, on 1 or more MPI ranks",
   "usage: bertrain bench --config MODEL.ini [--device cpu] [--batch N] [--seq N] [--pred N]\n"
   "                      [--steps N] [--warmup N] [--vocab-size N] [--threads N]\n"
-  "                      [--optimizer adamw|lamb]\n\n"
+  "                      [--optimizer adamw|lamb] [--data DIR]\n"
+  "       mpirun -np R bertrain bench ...   (R data-parallel ranks)\n\n"
   "Builds the model of the [model] section with random weights and times full\n"
-  "pre-training steps (forward, backward, gradient clipping at norm 1, optimizer)\n"
-  "on one synthetic batch of random tokens. Prints ms/step, sequences/s and\n"
-  "GFLOP/s, counting matrix-multiply FLOPs: per sequence 3 x (forward), forward =\n"
-  "S L 2 (4H^2 + 2HI) + 4 L S^2 H + 2H^2 + 4H + P (2H^2 + 2HV).\n\n"
+  "pre-training steps as 'bertrain pretrain' runs them on each rank: forward and\n"
+  "backward of one batch, the all-reduce of the gradients over the ranks, gradient\n"
+  "clipping at norm 1 and the optimizer. The batch is one synthetic batch of\n"
+  "random tokens, or with --data the shards' samples in pretrain's order, read on\n"
+  "a second thread one step ahead. Prints ms/step, sequences/s over all ranks and\n"
+  "GFLOP/s, and the step split into computing, all-reduce and waiting for data\n"
+  "(averaged over the ranks), counting matrix-multiply FLOPs: per sequence\n"
+  "3 x (forward), forward = S L 2 (4H^2 + 2HI) + 4 L S^2 H + 2H^2 + 4H + P (2H^2 + 2HV).\n\n"
   "  --device cpu       the backend (cpu: OpenMP + OpenBLAS; the only one so far)\n"
-  "  --batch N          sequences per step (default 32)\n"
-  "  --seq N            tokens per sequence (default data.seq_length)\n"
+  "  --batch N          sequences per step and rank (default 32)\n"
+  "  --seq N            tokens per sequence (default data.seq_length; the shards' with --data)\n"
   "  --pred N           masked positions per sequence (default data.max_predictions)\n"
   "  --steps N          timed steps (default 10)\n"
   "  --warmup N         untimed steps first (default 2)\n"
-  "  --vocab-size N     vocabulary size (default 30522, BERT's uncased vocabulary)\n"
-  "  --threads N        CPU threads (default: OpenMP's, e.g. OMP_NUM_THREADS)\n"
-  "  --optimizer NAME   adamw (default) or lamb\n",
-  run, 0,
+  "  --vocab-size N     vocabulary size (default 30522, BERT's uncased vocabulary;\n"
+  "                     with --data the shards' vocabulary size)\n"
+  "  --threads N        CPU threads per rank (default OMP_NUM_THREADS, else the\n"
+  "                     node's cores shared among its ranks)\n"
+  "  --optimizer NAME   adamw (default) or lamb\n"
+  "  --data DIR         read the batches from DIR/shard-*.h5 instead\n",
+  run, 1,
 };

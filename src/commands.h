@@ -14,5 +14,6 @@ extern const Command CMD_FINETUNE;
 extern const Command CMD_PREDICT;
 extern const Command CMD_FORWARD;
 extern const Command CMD_BENCH;
+extern const Command CMD_REPORT;
 
 #endif

@@ -78,12 +78,18 @@ static const Key KEYS[] = {
   {"data", "cache_mb", K_INT, OFF(data.cache_mb), "1024", 0, 1048576, NULL,
    "MB of decompressed shard chunks training keeps in memory (random rows otherwise decompress a whole chunk each)"},
 
-  {"pretrain", "steps", K_INT, OFF(pretrain.steps), "1000", 1, 2000000000, NULL,
-   "optimizer steps of pre-training"},
+  {"pretrain", "epochs", K_INT, OFF(pretrain.epochs), "200", 1, 100000000, NULL,
+   "epochs of pre-training; the run is epochs x steps_per_epoch optimizer steps"},
+  {"pretrain", "steps_per_epoch", K_INT, OFF(pretrain.steps_per_epoch), "10000", 0, 2000000000, NULL,
+   "optimizer steps per epoch; 0 = one pass over the data (samples / batch_size)"},
+  {"pretrain", "milestone_epochs", K_INT, OFF(pretrain.milestone_epochs), "20", 1, 100000000, NULL,
+   "write checkpoints/epoch-NNNN.h5 (kept) at the end of every this many epochs"},
+  {"pretrain", "skip_nonfinite", K_BOOL, OFF(pretrain.skip_nonfinite), "false", NOLIM, NULL,
+   "skip a step whose loss or gradient norm is not finite (counted in the log) instead of stopping"},
   {"pretrain", "batch_size", K_INT, OFF(pretrain.batch_size), "256", 1, 100000000, NULL,
-   "sequences per optimizer step (the global batch)"},
+   "sequences per optimizer step over all ranks (the global batch)"},
   {"pretrain", "micro_batch", K_INT, OFF(pretrain.micro_batch), "32", 1, 100000000, NULL,
-   "sequences per forward/backward pass; batch_size / micro_batch passes accumulate gradients"},
+   "sequences per forward/backward pass on each rank; batch_size / (micro_batch x ranks) passes accumulate gradients"},
   {"pretrain", "lr", K_FLOAT, OFF(pretrain.lr), "1e-4", 0, 100, NULL,
    "peak learning rate (after warm-up; then linear decay to zero at the last step)"},
   {"pretrain", "warmup_proportion", K_FLOAT, OFF(pretrain.warmup_proportion), "0.01", 0, 1, NULL,
@@ -96,6 +102,11 @@ static const Key KEYS[] = {
    "clip gradients to this global norm; 0 = no clipping"},
   {"pretrain", "log_every", K_INT, OFF(pretrain.log_every), "10", 1, 2000000000, NULL,
    "steps between progress lines (metrics.csv gets every step)"},
+
+  {"checkpoint", "every_steps", K_INT, OFF(checkpoint.every_steps), "1000", 0, 2000000000, NULL,
+   "write checkpoints/latest.h5 every this many steps; 0 = not by steps"},
+  {"checkpoint", "every_minutes", K_FLOAT, OFF(checkpoint.every_minutes), "30", 0, 1e9, NULL,
+   "write checkpoints/latest.h5 when this many minutes passed since the last checkpoint; 0 = not by time"},
 
   {"finetune", "task", K_STRING, OFF(finetune.task), "mrpc", NOLIM, "mrpc|sst2",
    "GLUE task of the fine-tuning data"},
@@ -115,6 +126,18 @@ static const Key KEYS[] = {
    "decoupled weight decay of matrices (not biases or LayerNorm)"},
   {"finetune", "max_grad_norm", K_FLOAT, OFF(finetune.max_grad_norm), "1.0", 0, 1e30, NULL,
    "clip gradients to this global norm; 0 = no clipping"},
+  {"finetune", "launcher", K_STRING, OFF(finetune.launcher), "inline", NOLIM, "none|inline|process|slurm",
+   "how pretrain fine-tunes each milestone checkpoint: not at all, in the training processes, as a separate process (finetune.command), or as a Slurm job (finetune.sbatch)"},
+  {"finetune", "tasks", K_STRING, OFF(finetune.tasks), "", NOLIM, NULL,
+   "tasks fine-tuned at each milestone, comma-separated, each TASK or TASK:DIR (DIR defaults to finetune.data); \"\" = finetune.task"},
+  {"finetune", "command", K_STRING, OFF(finetune.command), "{bertrain} finetune --checkpoint {checkpoint} --task {task} --data {data} --out {out} --set run.seed={seed}", NOLIM, NULL,
+   "process launcher's shell command; {bertrain} {checkpoint} {task} {data} {out} {seed} {epoch} {run_dir} are replaced by shell-quoted values; every job's seed is run.seed + its pre-trained epoch"},
+  {"finetune", "max_parallel", K_INT, OFF(finetune.max_parallel), "1", 1, 10000, NULL,
+   "process launcher: fine-tuning jobs running at once (more wait their turn)"},
+  {"finetune", "baseline", K_BOOL, OFF(finetune.baseline), "true", NOLIM, NULL,
+   "also fine-tune the initial, untrained weights (pre-trained epoch 0) for comparison"},
+  {"finetune", "sbatch", K_STRING, OFF(finetune.sbatch), "slurm/finetune.sbatch", NOLIM, NULL,
+   "slurm launcher's job script, submitted with sbatch (arguments: checkpoint, task, data, output directory)"},
 
   {"run", "seed", K_LONG, OFF(run.seed), "42", 0, 9.2e18, NULL,
    "seed of initialisation, data order and dropout masks"},
@@ -253,6 +276,13 @@ void config_free(Config *c) {
     free(*(char **)field(c, &KEYS[i]));
     *(char **)field(c, &KEYS[i]) = NULL;
   }
+}
+
+void config_copy(Config *dst, const Config *src) {
+  *dst = *src;
+  for (size_t i = 0; i < ARRAY_LEN(KEYS); i++)
+    if (KEYS[i].type == K_STRING)
+      *(char **)field(dst, &KEYS[i]) = xstrdup(*(char *const *)cfield(src, &KEYS[i]));
 }
 
 /* libinih as packaged calls handlers without a line number, so the reader

@@ -37,7 +37,10 @@ typedef struct Config {
     int cache_mb;       /* chunk cache for reading shards in training */
   } data;
   struct {
-    int steps;            /* optimizer steps */
+    int epochs;           /* epochs of steps_per_epoch optimizer steps */
+    int steps_per_epoch;  /* optimizer steps per epoch; 0 = one pass over the data */
+    int milestone_epochs; /* epochs between kept checkpoints epoch-NNNN.h5 */
+    int skip_nonfinite;   /* skip (and count) steps with a non-finite loss or gradient */
     int batch_size;       /* sequences per optimizer step (global) */
     int micro_batch;      /* sequences per forward/backward pass */
     double lr;            /* peak learning rate */
@@ -48,6 +51,10 @@ typedef struct Config {
     int log_every;        /* steps between progress lines */
   } pretrain;
   struct {
+    int every_steps;      /* latest.h5 every this many steps; 0 = never */
+    double every_minutes; /* latest.h5 every this many minutes; 0 = never */
+  } checkpoint;
+  struct {
     char *task;
     char *data;
     int epochs;
@@ -57,6 +64,12 @@ typedef struct Config {
     int seq_length;
     double weight_decay;
     double max_grad_norm;
+    char *launcher;       /* none | inline | process | slurm: fine-tuning at milestones */
+    char *tasks;          /* TASK or TASK:DIR, comma-separated; "" = task with data */
+    char *command;        /* command template of the process launcher */
+    int max_parallel;     /* process launcher: jobs running at once */
+    int baseline;         /* also fine-tune the initial weights (epoch 0) */
+    char *sbatch;         /* job script of the slurm launcher */
   } finetune;
   struct {
     long seed;          /* initialisation, data order, dropout masks */
@@ -75,6 +88,8 @@ typedef struct ConfigSource {
 
 void config_defaults(Config *c);
 void config_free(Config *c);
+/* dst = a deep copy of src (free both with config_free). */
+void config_copy(Config *dst, const Config *src);
 /* Reads an INI file over the current values; dies with FILE:LINE on errors. */
 void config_load_file(Config *c, const char *path);
 /* Applies "section.key=value"; dies naming the --set argument on errors. */

@@ -35,10 +35,18 @@ static const struct { const char *prefix, *name; } OTHER_TASKS[] = {
   {"index\tsentence1\tsentence2", "RTE or WNLI"},
 };
 
+int glue_task_lookup(const char *name, GlueTask *task) {
+  if (strcasecmp(name, "mrpc") == 0) *task = GLUE_MRPC;
+  else if (strcasecmp(name, "sst2") == 0 || strcasecmp(name, "sst-2") == 0) *task = GLUE_SST2;
+  else return -1;
+  return 0;
+}
+
 GlueTask glue_task_parse(const char *name) {
-  if (strcasecmp(name, "mrpc") == 0) return GLUE_MRPC;
-  if (strcasecmp(name, "sst2") == 0 || strcasecmp(name, "sst-2") == 0) return GLUE_SST2;
-  die("unknown GLUE task '%s': valid tasks are mrpc, sst2", name);
+  GlueTask t;
+  if (glue_task_lookup(name, &t) != 0)
+    die("unknown GLUE task '%s': valid tasks are mrpc, sst2", name);
+  return t;
 }
 
 const char *glue_task_name(GlueTask task) { return task == GLUE_MRPC ? "MRPC" : "SST-2"; }
@@ -183,44 +191,105 @@ static GlueSet *finish(Builder *b, GlueTask task, const Layout *lay, const char 
   return s;
 }
 
-GlueSet *glue_load(GlueTask task, const char *path) {
-  LineReader *r = lines_open(path);
+/* A load in progress, holding everything it has allocated, so that a load
+ * stopped by die() under die_catch can be freed (glue_try_load_split). */
+typedef struct Load {
+  GlueTask task;
+  const char *dir, *split, *path;
+  char *name, *found; /* SPLIT.tsv, and the file found for it */
+  LineReader *r;
+  Builder b;
+  GlueSet *set;
+} Load;
+
+static void builder_free(Builder *b) {
+  free(b->arena);
+  free(b->off_a);
+  free(b->off_b);
+  free(b->label);
+  free(b->index);
+  memset(b, 0, sizeof *b);
+}
+
+static void load_free(Load *ld) {
+  lines_close(ld->r);
+  builder_free(&ld->b);
+  glue_free(ld->set);
+  free(ld->name);
+  free(ld->found);
+  ld->r = NULL;
+  ld->set = NULL;
+  ld->name = ld->found = NULL;
+}
+
+/* Reads ld->path into ld->set. */
+static void load_file(Load *ld) {
+  GlueTask task = ld->task;
+  const char *path = ld->path;
+  ld->r = lines_open(path);
   size_t len;
-  char *line = lines_next(r, &len);
+  char *line = lines_next(ld->r, &len);
   if (!line) die("%s: empty file, expected a %s header", path, glue_task_name(task));
-  require_utf8(r, line, len);
+  require_utf8(ld->r, line, len);
   if (len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) line += 3;
   const Layout *lay = find_layout(task, line, path);
 
-  Builder b = {0};
   long blank = 0; /* first of a run of empty lines, allowed only at the end */
-  while ((line = lines_next(r, &len))) {
-    long lineno = lines_number(r);
+  while ((line = lines_next(ld->r, &len))) {
+    long lineno = lines_number(ld->r);
     if (len == 0) {
       if (!blank) blank = lineno;
       continue;
     }
     if (blank) die("%s:%ld: empty line before the end of the file", path, blank);
-    require_utf8(r, line, len);
-    add_row(&b, lay, line, path, lineno);
+    require_utf8(ld->r, line, len);
+    add_row(&ld->b, lay, line, path, lineno);
   }
-  lines_close(r);
-  if (b.n == 0) die("%s: no rows after the header", path);
-  return finish(&b, task, lay, path);
+  lines_close(ld->r);
+  ld->r = NULL;
+  if (ld->b.n == 0) die("%s: no rows after the header", path);
+  ld->set = finish(&ld->b, task, lay, path);
+  memset(&ld->b, 0, sizeof ld->b); /* finish took its arrays */
+}
+
+GlueSet *glue_load(GlueTask task, const char *path) {
+  Load ld = {.task = task, .path = path};
+  load_file(&ld);
+  return ld.set;
+}
+
+/* ld->dir/ld->split.tsv(.xz) into ld->set. */
+static void load_split(void *arg) {
+  Load *ld = arg;
+  size_t n = strlen(ld->split) + 5;
+  ld->name = xmalloc(n);
+  snprintf(ld->name, n, "%s.tsv", ld->split);
+  ld->found = find_data_file(ld->dir, ld->name);
+  if (!ld->found)
+    die("no %s or %s.xz in %s (the %s data directory)", ld->name, ld->name, ld->dir,
+        glue_task_name(ld->task));
+  ld->path = ld->found;
+  load_file(ld);
+  if (!ld->set->labelled && strcmp(ld->split, "test") != 0)
+    die("%s: has no labels (a GLUE test file), but the %s split needs them", ld->found, ld->split);
 }
 
 GlueSet *glue_load_split(GlueTask task, const char *dir, const char *split) {
-  size_t n = strlen(split) + 5;
-  char *name = xmalloc(n);
-  snprintf(name, n, "%s.tsv", split);
-  char *path = find_data_file(dir, name);
-  if (!path)
-    die("no %s or %s.xz in %s (the %s data directory)", name, name, dir, glue_task_name(task));
-  GlueSet *s = glue_load(task, path);
-  if (!s->labelled && strcmp(split, "test") != 0)
-    die("%s: has no labels (a GLUE test file), but the %s split needs them", path, split);
-  free(name);
-  free(path);
+  Load ld = {.task = task, .dir = dir, .split = split};
+  load_split(&ld);
+  GlueSet *s = ld.set;
+  ld.set = NULL;
+  load_free(&ld);
+  return s;
+}
+
+GlueSet *glue_try_load_split(GlueTask task, const char *dir, const char *split, char *err,
+                             size_t n) {
+  Load ld = {.task = task, .dir = dir, .split = split};
+  int rc = die_catch(load_split, &ld, err, n);
+  GlueSet *s = rc == 0 ? ld.set : NULL;
+  if (rc == 0) ld.set = NULL;
+  load_free(&ld);
   return s;
 }
 

@@ -5,6 +5,8 @@
 #ifndef BERTRAIN_GLUE_H
 #define BERTRAIN_GLUE_H
 
+#include <stddef.h>
+
 typedef enum { GLUE_MRPC, GLUE_SST2 } GlueTask;
 
 typedef struct GlueSet {
@@ -22,6 +24,8 @@ typedef struct GlueSet {
 
 /* "mrpc" or "sst2" (any case; "sst-2" too). Dies listing the valid tasks. */
 GlueTask glue_task_parse(const char *name);
+/* The same without dying: 0, or -1 for an unknown name. */
+int glue_task_lookup(const char *name, GlueTask *task);
 /* "MRPC" or "SST-2", as GLUE spells them. */
 const char *glue_task_name(GlueTask task);
 /* 1 when the task classifies sentence pairs. */
@@ -34,6 +38,11 @@ int glue_task_is_pair(GlueTask task);
 GlueSet *glue_load(GlueTask task, const char *path);
 /* DIR/SPLIT.tsv or DIR/SPLIT.tsv.xz; "train" and "dev" must have labels. */
 GlueSet *glue_load_split(GlueTask task, const char *dir, const char *split);
+/* As glue_load_split, but a missing, unreadable or malformed file returns
+ * NULL with die()'s message in err (n bytes), everything freed, instead of
+ * ending the job (fine-tuning inside a pre-training run). */
+GlueSet *glue_try_load_split(GlueTask task, const char *dir, const char *split, char *err,
+                             size_t n);
 void glue_free(GlueSet *s);
 
 #endif

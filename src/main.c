@@ -9,7 +9,7 @@
 
 static const Command *const COMMANDS[] = {
   &CMD_VOCAB, &CMD_PREP, &CMD_TOKENIZE, &CMD_GLUE, &CMD_PRETRAIN, &CMD_FINETUNE, &CMD_PREDICT,
-  &CMD_FORWARD, &CMD_BENCH, &CMD_VERSION,
+  &CMD_FORWARD, &CMD_BENCH, &CMD_REPORT, &CMD_VERSION,
 };
 
 static void print_overview(FILE *f) {

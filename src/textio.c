@@ -23,14 +23,13 @@ struct LineReader {
 };
 
 LineReader *lines_open(const char *path) {
+  /* Opened before anything is allocated, so that a caller catching die()
+   * (util.h) loses nothing when the file cannot be opened. */
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  if (!f) die("cannot open %s: %s", path, strerror(errno));
   LineReader *r = xcalloc(1, sizeof *r);
   r->path = xstrdup(path);
-  if (strcmp(path, "-") == 0) {
-    r->f = stdin;
-  } else {
-    r->f = fopen(path, "rb");
-    if (!r->f) die("cannot open %s: %s", path, strerror(errno));
-  }
+  r->f = f;
   size_t n = strlen(path);
   r->is_xz = n > 3 && strcmp(path + n - 3, ".xz") == 0;
   if (r->is_xz) {

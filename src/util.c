@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <setjmp.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -59,11 +60,60 @@ static void vmessage(const char *kind, const char *fmt, va_list ap) {
   fflush(stderr);
 }
 
-void die(const char *fmt, ...) {
+static _Thread_local DieHandler g_die_handler;
+
+DieHandler die_set_handler(DieHandler h) {
+  DieHandler old = g_die_handler;
+  g_die_handler = h;
+  return old;
+}
+
+typedef struct Catch {
+  jmp_buf jb;
+  char *msg;
+  size_t n;
+} Catch;
+static _Thread_local Catch *g_catch;
+
+static void on_caught(const char *msg) {
+  snprintf(g_catch->msg, g_catch->n, "%s", msg);
+  longjmp(g_catch->jb, 1);
+}
+
+int die_catch(void (*fn)(void *arg), void *arg, char *msg, size_t n) {
+  Catch c = {.msg = msg, .n = n};
+  Catch *volatile outer = g_catch;
+  volatile DieHandler old = die_set_handler(NULL);
+  g_catch = &c;
+  die_set_handler(on_caught);
+  if (setjmp(c.jb) != 0) {
+    g_catch = outer;
+    die_set_handler(old);
+    return -1;
+  }
+  fn(arg);
+  g_catch = outer;
+  die_set_handler(old);
+  return 0;
+}
+
+static void print_message(const char *kind, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vmessage("error", fmt, ap);
+  vmessage(kind, fmt, ap);
   va_end(ap);
+}
+
+void die(const char *fmt, ...) {
+  char msg[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  DieHandler h = g_die_handler;
+  g_die_handler = NULL;
+  if (h) h(msg);
+  print_message("error", "%s", msg);
   remove_tmpfiles();
   if (g_mpi_on && g_size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
   exit(1);

@@ -22,6 +22,18 @@
  * Under MPI this aborts every rank, so no rank is left waiting. */
 NORETURN void die(const char *fmt, ...) PRINTF_LIKE(1, 2);
 void warn(const char *fmt, ...) PRINTF_LIKE(1, 2);
+/* While a handler is set (per thread), die() passes it the message instead
+ * of ending the job, for code that can recover from a bad input (e.g. a
+ * damaged checkpoint with an older one to fall back on). The handler must
+ * not return: it longjmps. It is cleared before it is called. Returns the
+ * previous handler. */
+typedef void (*DieHandler)(const char *msg);
+DieHandler die_set_handler(DieHandler h);
+/* Runs fn(arg) with die() caught: returns 0 when fn returned, or -1 with
+ * die's message in msg (n bytes) when it died. fn must keep whatever it
+ * allocates reachable from arg, for the caller to free after a failure.
+ * Nests; per thread. */
+int die_catch(void (*fn)(void *arg), void *arg, char *msg, size_t n);
 /* Progress and information: printed on stderr by rank 0 only. */
 void info(const char *fmt, ...) PRINTF_LIKE(1, 2);
 

@@ -14,7 +14,7 @@ fi
 make_tiny_data "$T_DIR/data" || { echo "FAIL: could not make the tiny data set" >&2; exit 1; }
 CKPT=$T_DIR/data/run/checkpoints/final.h5
 # A few steps, so that no tensor keeps its initial value (LayerNorm 1/0, zero biases).
-"$BERTRAIN" pretrain --config "$T_DIR/data/tiny.ini" --set pretrain.steps=5 > pretrain.out 2>&1 &&
+"$BERTRAIN" pretrain --config "$T_DIR/data/tiny.ini" --set pretrain.epochs=1 --set pretrain.steps_per_epoch=5 > pretrain.out 2>&1 &&
   pass || fail "pretrain: $(cat pretrain.out)"
 
 # Rows with padding (attention mask) and unused masked-LM slots too: a range

@@ -13,11 +13,11 @@ CKPT=$RUN/checkpoints/final.h5
 if "$BERTRAIN" pretrain --config "$CFG" > pretrain.out 2> pretrain.err; then pass
 else fail "pretrain exited non-zero: $(cat pretrain.err)"; fi
 M=$RUN/pretrain/metrics.csv
-[ "$(head -1 "$M")" = "step,epoch,loss,mlm_loss,nsp_loss,mlm_acc,nsp_acc,lr,grad_norm,seq_per_s,wall_s" ] &&
+[ "$(head -1 "$M")" = "step,epoch,loss,mlm_loss,nsp_loss,mlm_acc,nsp_acc,lr,grad_norm,seq_per_s,wall_s,skipped" ] &&
   pass || fail "pretrain metrics header: $(head -1 "$M")"
 [ "$(tail -n +2 "$M" | cut -d, -f1 | tr '\n' ' ')" = "$(seq 1 30 | tr '\n' ' ')" ] &&
   pass || fail "pretrain metrics should have one row per step 1..30: $(tail -n +2 "$M" | cut -d, -f1 | tr '\n' ' ')"
-[ "$(awk -F, 'NR > 1 && NF != 11' "$M" | wc -l)" -eq 0 ] && pass || fail "metrics rows without 11 fields"
+[ "$(awk -F, 'NR > 1 && NF != 12' "$M" | wc -l)" -eq 0 ] && pass || fail "metrics rows without 12 fields"
 read -r first last < <(awk -F, 'NR > 1 { l[NR - 1] = $3; n = NR - 1 }
   END { for (i = 1; i <= 5; i++) { f += l[i]; t += l[n - 5 + i] } printf "%.4f %.4f\n", f / 5, t / 5 }' "$M")
 awk -v f="$first" -v l="$last" 'BEGIN { exit !(l < f - 0.3) }' &&
@@ -26,7 +26,7 @@ echo "pretrain: mean loss of the first 5 steps $first, of the last 5 $last"
 grep -q "^step *30 .*seq/s" pretrain.out && pass || fail "no progress line for step 30: $(cat pretrain.out)"
 grep "^pretrain:" pretrain.out
 [ -s "$CKPT" ] && pass || fail "no checkpoint $CKPT"
-[ -s "$RUN/config.ini" ] && grep -q "^steps = 30$" "$RUN/config.ini" && pass ||
+[ -s "$RUN/config.ini" ] && grep -q "^epochs = 3$" "$RUN/config.ini" && pass ||
   fail "no resolved config in $RUN/config.ini"
 # The learning rate: 3 warm-up steps up to 2e-3, then linear decay.
 [ "$(awk -F, 'NR == 2 || NR == 4 || NR == 31 { printf "%s ", $8 }' "$M")" = "0.000666667 0.002 7.40741e-05 " ] &&
@@ -34,13 +34,13 @@ grep "^pretrain:" pretrain.out
 
 # Same seed, same run: identical metrics apart from the timing columns.
 for r in a b; do
-  "$BERTRAIN" pretrain --config "$CFG" --set pretrain.steps=3 --set run.dir=$T_DIR/det-$r \
+  "$BERTRAIN" pretrain --config "$CFG" --set pretrain.epochs=1 --set pretrain.steps_per_epoch=3 --set run.dir=$T_DIR/det-$r \
     > /dev/null 2>&1 || fail "short pretrain $r exited non-zero"
 done
 cmp -s <(cut -d, -f1-9 det-a/pretrain/metrics.csv) <(cut -d, -f1-9 det-b/pretrain/metrics.csv) &&
   pass || fail "two runs with the same seed differ"
 # LAMB runs too.
-"$BERTRAIN" pretrain --config "$CFG" --set pretrain.steps=2 --set pretrain.optimizer=lamb \
+"$BERTRAIN" pretrain --config "$CFG" --set pretrain.epochs=1 --set pretrain.steps_per_epoch=2 --set pretrain.optimizer=lamb \
   --set run.dir=$T_DIR/lamb > /dev/null 2>&1 && [ "$(wc -l < lamb/pretrain/metrics.csv)" -eq 3 ] &&
   pass || fail "pretrain with LAMB"
 

@@ -28,7 +28,8 @@ seq_length = 64
 max_predictions = 10
 
 [pretrain]
-steps = 30
+epochs = 3
+steps_per_epoch = 10
 batch_size = 32
 micro_batch = 16
 lr = 2e-3
@@ -36,6 +37,8 @@ warmup_proportion = 0.1
 log_every = 10
 
 [finetune]
+; the tests run fine-tuning themselves; pre-training launches none
+launcher = none
 seq_length = 64
 lr = 1e-3
 batch_size = 32

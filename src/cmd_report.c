@@ -1,0 +1,76 @@
+/* bertrain report RUN_DIR: rebuilds the run's metrics store, TensorBoard
+ * files and report from the files in the run directory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "report.h"
+#include "util.h"
+
+/* argv with the arguments that are no option (nor an option's value) moved
+ * to the end, so that options may follow the run directory. */
+static char **options_first(int argc, char **argv) {
+  static const char *const WITH_VALUE[] = {"--config", "--set", "--gnuplot"};
+  char **out = xcalloc((size_t)argc + 1, sizeof *out);
+  int n = 0;
+  out[n++] = argv[0];
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 1; i < argc; i++) {
+      int option = strncmp(argv[i], "--", 2) == 0, takes = 0;
+      for (size_t k = 0; option && k < ARRAY_LEN(WITH_VALUE); k++) takes |= strcmp(argv[i], WITH_VALUE[k]) == 0;
+      if (option == (pass == 0)) {
+        out[n++] = argv[i];
+        if (takes && i + 1 < argc && pass == 0) out[n++] = argv[i + 1];
+      }
+      if (takes) i++;
+    }
+  }
+  return out;
+}
+
+static int run(int argc, char **argv) {
+  int no_figures = 0;
+  const char *gnuplot = NULL;
+  CliOpt opts[] = {{"no-figures", OPT_FLAG, &no_figures}, {"gnuplot", OPT_STRING, &gnuplot}};
+  Config cfg;
+  char **args = options_first(argc, argv);
+  int first = cli_parse(&CMD_REPORT, argc, args, opts, (int)ARRAY_LEN(opts), &cfg);
+  config_free(&cfg);
+  if (first >= argc) die("report: no run directory given (usage: bertrain report RUN_DIR)");
+  if (first + 1 < argc) die("report: one run directory expected, got '%s' too", args[first + 1]);
+  const char *dir = args[first];
+  ReportOpts o = {!no_figures, gnuplot};
+  int failed = report_build(dir, &o);
+  printf("report: %s/report/Report.md, metrics in %s/metrics.h5 and %s/metrics.csv, TensorBoard "
+         "files in %s/tb\n", dir, dir, dir, dir);
+  if (failed) printf("report: %d figure(s) could not be rendered (see the warnings)\n", failed);
+  free(args);
+  return 0;
+}
+
+const Command CMD_REPORT = {
+  "report", "rebuild a run's metrics store, TensorBoard files and report",
+  "usage: bertrain report RUN_DIR [--no-figures] [--gnuplot PROGRAM]\n\n"
+  "Reads what the run directory holds (pretrain/metrics.csv and every\n"
+  "fine-tuning job under finetune/epoch-NNNN/: status, metrics.csv,\n"
+  "milestone.txt) and writes, replacing the previous versions:\n"
+  "  metrics.csv   long format: task,pretrained_epoch,phase,step,epoch,metric,value\n"
+  "                (rebuilt from the same files it is byte-identical)\n"
+  "  metrics.h5    per task and pre-trained epoch (/finetune/TASK/epoch-NNNN):\n"
+  "                train and validation series, the checkpoint's pre-training\n"
+  "                step and wall-clock time, the job's status; /pretrain: the\n"
+  "                pre-training curves\n"
+  "  tb/           TensorBoard event files (tb/pretrain, tb/finetune/...)\n"
+  "  report/Report.md and its figures (gnuplot, pngcairo):\n"
+  "                figure_batch_accuracy.png, figure_epoch_accuracy.png,\n"
+  "                wallclock_accuracy.png, pretrain_loss.png\n"
+  "Jobs still running are included with what they have written so far; a job\n"
+  "that failed and was re-run by hand into its directory counts as done.\n"
+  "Needs no MPI: run it on a login node while the run goes on, or after.\n\n"
+  "options:\n"
+  "  --no-figures      skip rendering the PNGs (their gnuplot scripts are\n"
+  "                    still written to report/data/)\n"
+  "  --gnuplot PROGRAM the gnuplot to run (default: gnuplot on PATH)\n",
+  run, 0,
+};

@@ -1,0 +1,74 @@
+/* comm.h over MPI: MPI_Allreduce, MPI_Bcast and MPI_Barrier on
+ * MPI_COMM_WORLD, with MPI_ERRORS_RETURN so that each return code is
+ * checked and a failure names the operation and the rank. */
+#include "comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+
+#include "util.h"
+
+static CommInfo g_info = {0, 1, 0, 1};
+static int g_ready = 0;
+
+/* Largest element count one MPI call moves (MPI counts are ints). */
+#define MAX_COUNT (1 << 28)
+
+static void check(int rc, const char *what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "code %d", rc);
+  die("%s failed (rank %d of %d): %s", what, g_info.rank, g_info.size, text);
+}
+
+CommInfo comm_init(void) {
+  if (g_ready) return g_info;
+  g_ready = 1;
+  if (!mpi_active()) return g_info;
+  check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(MPI_COMM_WORLD, &g_info.rank), "MPI_Comm_rank");
+  check(MPI_Comm_size(MPI_COMM_WORLD, &g_info.size), "MPI_Comm_size");
+  MPI_Comm node;
+  check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_info.rank, MPI_INFO_NULL,
+                            &node), "MPI_Comm_split_type");
+  check(MPI_Comm_rank(node, &g_info.local_rank), "MPI_Comm_rank (node)");
+  check(MPI_Comm_size(node, &g_info.local_size), "MPI_Comm_size (node)");
+  check(MPI_Comm_free(&node), "MPI_Comm_free");
+  return g_info;
+}
+
+CommInfo comm_info(void) { return comm_init(); }
+
+static int multi(void) { return comm_init().size > 1; }
+
+void comm_allreduce_sum_f32(float *buf, size_t n) {
+  if (!multi()) return;
+  for (size_t done = 0; done < n;) {
+    size_t k = n - done < MAX_COUNT ? n - done : MAX_COUNT;
+    check(MPI_Allreduce(MPI_IN_PLACE, buf + done, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+          "MPI_Allreduce of the gradients");
+    done += k;
+  }
+}
+
+void comm_allreduce_sum_f64(double *buf, int n) {
+  if (!multi()) return;
+  check(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+        "MPI_Allreduce of the step statistics");
+}
+
+void comm_broadcast(void *buf, size_t bytes, int root) {
+  if (!multi()) return;
+  for (size_t done = 0; done < bytes;) {
+    size_t k = bytes - done < MAX_COUNT ? bytes - done : MAX_COUNT;
+    check(MPI_Bcast((char *)buf + done, (int)k, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+    done += k;
+  }
+}
+
+void comm_barrier(void) {
+  if (!multi()) return;
+  check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+}
