@@ -40,7 +40,7 @@
 #define EXIT_STOPPED 3
 
 #define METRICS_HEADER                                                                          \
-  "step,epoch,loss,mlm_loss,nsp_loss,mlm_acc,nsp_acc,lr,grad_norm,seq_per_s,wall_s,skipped"
+  "step,epoch,loss,mlm_loss,nsp_loss,mlm_acc,nsp_acc,lr,grad_norm,seq_per_s,wall_s"
 
 static volatile sig_atomic_t g_stop_signal = 0;
 
@@ -391,11 +391,10 @@ static int checkpoints_after(Trainer *tr, int64_t s, const Acc *a) {
 static void write_metrics(Trainer *tr, int64_t s, const Acc *a, double lr, double norm,
                           double seq_s) {
   if (tr->ci.rank != 0) return;
-  fprintf(tr->metrics, "%lld,%.4f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.2f,%.3f,%lld\n",
+  fprintf(tr->metrics, "%lld,%.4f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.2f,%.3f\n",
           (long long)s, (double)s / (double)tr->spe, acc_mean(a, A_LOSS), acc_mean(a, A_MLM),
           acc_mean(a, A_NSP), ratio(a->v[A_MLM_OK], a->v[A_MLM_N]),
-          ratio(a->v[A_NSP_OK], a->v[A_NSP_N]), lr, norm, seq_s, tr->st.wall_seconds,
-          (long long)tr->st.skipped);
+          ratio(a->v[A_NSP_OK], a->v[A_NSP_N]), lr, norm, seq_s, tr->st.wall_seconds);
   if (fflush(tr->metrics) != 0) die("cannot write %s: %s", tr->metrics_path, strerror(errno));
 }
 
@@ -756,7 +755,8 @@ const Command CMD_PRETRAIN = {
   "  config.ini               the resolved settings\n"
   "  pretrain/metrics.csv     one row per step: step, epoch, loss, mlm_loss,\n"
   "                           nsp_loss, mlm_acc, nsp_acc (averages over all ranks),\n"
-  "                           lr, grad_norm, seq_per_s, wall_s, skipped\n"
+  "                           lr, grad_norm, seq_per_s, wall_s (skipped steps are\n"
+  "                           counted in pretrain/log.txt)\n"
   "  pretrain/log.txt         the progress lines, starts and checkpoints\n"
   "  checkpoints/epoch-NNNN.h5  at the end of every pretrain.milestone_epochs-th\n"
   "                           epoch, kept\n"

@@ -25,14 +25,16 @@ static const char *const LAUNCHERS[] = {"none", "inline", "process", "slurm"};
 
 /* ---- the children's environment ---- */
 
-/* Variables mpirun gives its ranks: a nested mpirun (in finetune.command)
- * or a Slurm job must not think it is one of them. */
+/* Variables mpirun (or srun) gives its ranks: a nested mpirun (in
+ * finetune.command) or a Slurm job must not think it is one of them. Open MPI
+ * takes a set SLURM_STEP_ID for "launched by srun" and then fails in MPI_Init
+ * without the step's PMIx server; a batch job has no step id of its own. */
 static int launcher_var(const char *kv) {
   static const char *const PREFIXES[] = {
     "PMIX_", "PRTE_", "OMPI_COMM_WORLD_", "OMPI_MCA_ess", "OMPI_MCA_orte_", "OMPI_MCA_pmix",
     "OMPI_APP_CTX_NUM_PROCS=", "OMPI_COMMAND=", "OMPI_ARGV=", "OMPI_FILE_LOCATION=",
     "OMPI_FIRST_RANKS=", "OMPI_NUM_APP_CTX=", "OMPI_UNIVERSE_SIZE=", "OMPI_MCA_initial_wdir=",
-    "OMPI_MCA_shmem_RUNTIME_QUERY_hint=",
+    "OMPI_MCA_shmem_RUNTIME_QUERY_hint=", "SLURM_STEP_ID=", "SLURM_STEPID=",
   };
   for (size_t i = 0; i < ARRAY_LEN(PREFIXES); i++)
     if (strncmp(kv, PREFIXES[i], strlen(PREFIXES[i])) == 0) return 1;
