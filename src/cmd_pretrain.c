@@ -339,7 +339,8 @@ static void run_inline_jobs(Trainer *tr) {
   double t0 = now_seconds();
   CoordJob job;
   while (coord_next_inline(tr->co, &job)) {
-    FinetuneArgs a = {job.checkpoint, job.task, job.data, job.out, job.seed, job.log};
+    FinetuneArgs a = {.checkpoint = job.checkpoint, .task = job.task, .data = job.data,
+                      .out = job.out, .seed = job.seed, .log = job.log};
     say(tr, "pretrain: fine-tuning %s on %s (inline) into %s", job.checkpoint, job.task, job.out);
     coord_job_done(tr->co, &job, finetune_run(tr->c, &a));
   }

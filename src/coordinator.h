@@ -37,7 +37,7 @@
  *   ... each milestone, after checkpoints/epoch-NNNN.h5 is written:
  *       coord_milestone(co, path, epoch, wall_seconds, step);
  *       with inline:  while (coord_next_inline(co, &job))
- *                       coord_job_done(co, &job, run_finetune(&job));
+ *                       coord_job_done(co, &job, finetune_run(&cfg, &args of job));
  *   coord_finish(co); coord_free(co);                at the end
  */
 #ifndef BERTRAIN_COORDINATOR_H
