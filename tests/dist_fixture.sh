@@ -8,14 +8,7 @@
 # their resolved configurations, and hence checkpoints, can be compared.
 make_dist_data() {
   local d=$1
-  mkdir -p "$d" || return 1
-  xz -dc "$SRC/data/sample/pretrain/corpus.txt.xz" |
-    awk '/^$/ { if (++docs >= 100) exit } { print }' > "$d/corpus.txt" || return 1
-  "$BERTRAIN" vocab --corpus "$d/corpus.txt" --size 400 --out "$d/vocab.txt" 2>"$d/vocab.log" ||
-    { cat "$d/vocab.log" >&2; return 1; }
-  "$BERTRAIN" prep --corpus "$d/corpus.txt" --vocab "$d/vocab.txt" --out "$d/shards" \
-    --set data.seq_length=32 --set data.max_predictions=5 --set data.shards=2 \
-    --set data.dupe_factor=1 2>"$d/prep.log" || { cat "$d/prep.log" >&2; return 1; }
+  make_sample_shards "$d" 100 400 32 5 || return 1
   cat > "$d/tiny.ini" <<EOF
 [model]
 vocab = $d/vocab.txt

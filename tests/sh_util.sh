@@ -29,3 +29,18 @@ finish() {
   echo "$T_PASSED passed, $T_FAILED failed"
   [ "$T_FAILED" -eq 0 ]
 }
+
+# make_sample_shards DIR DOCS VOCAB SEQ PRED: DIR/corpus.txt (the first DOCS
+# documents of the sample corpus), DIR/vocab.txt (VOCAB tokens) and
+# DIR/shards (2 shards of SEQ-token sequences, PRED masked positions).
+make_sample_shards() {
+  local d=$1 docs=$2 vocab=$3 seq=$4 pred=$5
+  mkdir -p "$d" || return 1
+  xz -dc "$SRC/data/sample/pretrain/corpus.txt.xz" |
+    awk -v n="$docs" '/^$/ { if (++docs >= n) exit } { print }' > "$d/corpus.txt" || return 1
+  "$BERTRAIN" vocab --corpus "$d/corpus.txt" --size "$vocab" --out "$d/vocab.txt" 2>"$d/vocab.log" ||
+    { cat "$d/vocab.log" >&2; return 1; }
+  "$BERTRAIN" prep --corpus "$d/corpus.txt" --vocab "$d/vocab.txt" --out "$d/shards" \
+    --set data.seq_length="$seq" --set data.max_predictions="$pred" --set data.shards=2 \
+    --set data.dupe_factor=1 2>"$d/prep.log" || { cat "$d/prep.log" >&2; return 1; }
+}

@@ -5,14 +5,7 @@
 # DIR/tiny.ini (2 layers, hidden 64, one thread, run dir DIR/run).
 make_tiny_data() {
   local d=$1
-  mkdir -p "$d" || return 1
-  xz -dc "$SRC/data/sample/pretrain/corpus.txt.xz" |
-    awk '/^$/ { if (++docs >= 200) exit } { print }' > "$d/corpus.txt" || return 1
-  "$BERTRAIN" vocab --corpus "$d/corpus.txt" --size 1000 --out "$d/vocab.txt" 2>"$d/vocab.log" ||
-    { cat "$d/vocab.log" >&2; return 1; }
-  "$BERTRAIN" prep --corpus "$d/corpus.txt" --vocab "$d/vocab.txt" --out "$d/shards" \
-    --set data.seq_length=64 --set data.max_predictions=10 --set data.shards=2 \
-    --set data.dupe_factor=1 2>"$d/prep.log" || { cat "$d/prep.log" >&2; return 1; }
+  make_sample_shards "$d" 200 1000 64 10 || return 1
   cat > "$d/tiny.ini" <<EOF
 [model]
 vocab = $d/vocab.txt
