@@ -126,19 +126,6 @@ void shard_write(const char *path, const Instances *in, const ShardAttrs *a) {
 
 /* ---- reading ---- */
 
-static int64_t read_int_attr(hid_t file, const char *path, const char *name) {
-  char what[256];
-  snprintf(what, sizeof what, "reading attribute %s", name);
-  htri_t e = H5Aexists(file, name);
-  if (e < 0) die("%s: HDF5 error: %s", path, what);
-  if (e == 0) die("%s: attribute %s is missing (the file has bertrain's format_version)", path, name);
-  hid_t at = h5(H5Aopen(file, name, H5P_DEFAULT), path, what);
-  int64_t v = 0;
-  h5ok(H5Aread(at, H5T_NATIVE_INT64, &v), path, what);
-  h5ok(H5Aclose(at), path, what);
-  return v;
-}
-
 static void read_attr(hid_t file, const char *path, const char *name, hid_t mem, void *out) {
   char what[256];
   snprintf(what, sizeof what, "reading attribute %s", name);
@@ -148,6 +135,12 @@ static void read_attr(hid_t file, const char *path, const char *name, hid_t mem,
   hid_t at = h5(H5Aopen(file, name, H5P_DEFAULT), path, what);
   h5ok(H5Aread(at, mem, out), path, what);
   h5ok(H5Aclose(at), path, what);
+}
+
+static int64_t read_int_attr(hid_t file, const char *path, const char *name) {
+  int64_t v = 0;
+  read_attr(file, path, name, H5T_NATIVE_INT64, &v);
+  return v;
 }
 
 static void read_attrs(Shard *s) {
