@@ -79,3 +79,28 @@ void strlist_free(StrList *l) {
   l->items = NULL;
   l->count = 0;
 }
+
+static int takes_value(const char *arg, const CliOpt *opts, int nopts) {
+  if (strcmp(arg, "--config") == 0 || strcmp(arg, "--set") == 0) return 1;
+  for (int k = 0; k < nopts; k++)
+    if (strcmp(arg + 2, opts[k].name) == 0) return opts[k].kind != OPT_FLAG;
+  return 0;
+}
+
+char **cli_options_first(int argc, char **argv, const CliOpt *opts, int nopts) {
+  char **out = xcalloc((size_t)argc + 1, sizeof *out);
+  int n = 0;
+  out[n++] = argv[0];
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 1; i < argc; i++) {
+      int option = strncmp(argv[i], "--", 2) == 0;
+      int takes = option && takes_value(argv[i], opts, nopts);
+      if (option == (pass == 0)) {
+        out[n++] = argv[i];
+        if (takes && i + 1 < argc && pass == 0) out[n++] = argv[i + 1];
+      }
+      if (takes) i++;
+    }
+  }
+  return out;
+}

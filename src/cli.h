@@ -39,4 +39,10 @@ int cli_parse(const Command *cmd, int argc, char **argv, const CliOpt *opts, int
               Config *cfg);
 void strlist_free(StrList *l);
 
+/* argv with the arguments that are neither an option nor an option's value
+ * moved to the end (order kept otherwise), for commands whose options may
+ * follow their positional arguments; opts must have no OPT_LIST. Free the
+ * array (not its strings) with free(). */
+char **cli_options_first(int argc, char **argv, const CliOpt *opts, int nopts);
+
 #endif

@@ -350,9 +350,26 @@ static void run_inline_jobs(Trainer *tr) {
 /* Hands a milestone checkpoint (just written) to the coordinator. */
 static void milestone(Trainer *tr, const char *name, int epoch) {
   char path[PATH_MAX];
-  snprintf(path, sizeof path, "%s/%s", tr->ckdir, name);
+  path_fmt(path, sizeof path, "%s/%s", tr->ckdir, name);
   comm_barrier(); /* rank 0 has renamed the file into place before any rank reads it */
   coord_milestone(tr->co, path, epoch, tr->st.wall_seconds, (long)tr->st.step);
+  run_inline_jobs(tr);
+}
+
+/* A resumed run first finishes the jobs of milestones it has passed that an
+ * earlier start left unfinished (stopped or killed while they were queued
+ * or running). Rank 0 reads the run directory and tells the others. */
+static void resume_jobs(Trainer *tr) {
+  Milestone *m = NULL;
+  int n = 0;
+  if (tr->ci.rank == 0) n = coord_unfinished(tr->co, (int)(tr->step0 / tr->spe), &m);
+  comm_broadcast(&n, sizeof n, 0);
+  if (n == 0) return;
+  if (tr->ci.rank != 0) m = xcalloc((size_t)n, sizeof *m);
+  comm_broadcast(m, (size_t)n * sizeof *m, 0);
+  for (int i = 0; i < n; i++)
+    coord_milestone(tr->co, m[i].checkpoint, m[i].epoch, m[i].pretrain_wall_s, m[i].global_step);
+  free(m);
   run_inline_jobs(tr);
 }
 
@@ -708,11 +725,19 @@ static int run(int argc, char **argv) {
   }
   tr.co = coord_new(&cfg, tr.dir, NULL);
   coord_set_command(tr.co, argc, argv, tr.ci.size);
+  coord_stop_flag(tr.co, &g_stop_signal);
   tr.last_save = now_seconds();
   catch_stop_signals();
+  resume_jobs(&tr);
   baseline(&tr);
   int rc = train(&tr);
-  if (rc == 0) coord_finish(tr.co);
+  if (rc == 0 && coord_finish(tr.co)) {
+    say(&tr, "pretrain: stopped by a signal while waiting for fine-tuning jobs; the next start "
+        "runs them (exit status %d)", EXIT_STOPPED);
+    rc = EXIT_STOPPED;
+  } else if (rc != 0) {
+    coord_stop(tr.co);
+  }
   coord_free(tr.co);
   if (tr.st.step > tr.step0) {
     report_end(&tr, tr.st.step - tr.step0);
@@ -781,7 +806,10 @@ const Command CMD_PRETRAIN = {
   "ends the process at once. Under Slurm, srun passes scancel's SIGTERM (or\n"
   "'scancel --signal=USR1', 'sbatch --signal=USR1@T') to the ranks; mpirun passes\n"
   "SIGUSR1 on to every rank, but turns SIGTERM and Ctrl-C into killing the job\n"
-  "(the next start then continues from the newest checkpoint). Any error ends\n"
+  "(the next start then continues from the newest checkpoint). A stop also ends\n"
+  "the fine-tuning processes still running (finetune.launcher = process); the\n"
+  "next start first runs every job of a passed milestone that is not done\n"
+  "(stopped, killed or failed) and follows Slurm jobs submitted before. Any error ends\n"
   "every rank with status 1 and one message naming the rank; a killed rank ends\n"
   "the job too.\n\n"
   "options:\n"

@@ -15,5 +15,6 @@ extern const Command CMD_PREDICT;
 extern const Command CMD_FORWARD;
 extern const Command CMD_BENCH;
 extern const Command CMD_REPORT;
+extern const Command CMD_SWEEP;
 
 #endif

@@ -322,6 +322,12 @@ void config_load_file(Config *c, const char *path) {
   if (err < 0) die("cannot read config %s", path);
 }
 
+void config_set_at(Config *c, const char *file, int line, const char *section, const char *name,
+                   const char *value) {
+  ConfigSource src = {file, line, NULL};
+  set_value(c, &src, section, name, value);
+}
+
 void config_set(Config *c, const char *assignment) {
   ConfigSource src = {NULL, 0, assignment};
   const char *dot = strchr(assignment, '.');

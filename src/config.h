@@ -94,6 +94,9 @@ void config_copy(Config *dst, const Config *src);
 void config_load_file(Config *c, const char *path);
 /* Applies "section.key=value"; dies naming the --set argument on errors. */
 void config_set(Config *c, const char *assignment);
+/* Sets section.name = value read from FILE:LINE (errors name them). */
+void config_set_at(Config *c, const char *file, int line, const char *section, const char *name,
+                   const char *value);
 /* Writes the resolved config as INI text that config_load_file accepts. */
 void config_write(const Config *c, FILE *f);
 /* Writes DIR/config.ini atomically. */

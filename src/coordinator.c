@@ -1,7 +1,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "coordinator.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -59,11 +61,18 @@ pid_t coord_spawn(const Coordinator *c, const char *cmd, const char *log) {
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
   }
+  /* Its own process group, so that coord_stop can end the whole job
+   * (sh, mpirun and the ranks under it) with one kill. */
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
   char *argv[] = {"sh", "-c", (char *)cmd, NULL};
   pid_t pid;
   fflush(NULL);
-  int err = posix_spawn(&pid, "/bin/sh", &fa, NULL, argv, c->env);
+  int err = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, c->env);
   posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
   if (err) {
     errno = err;
     return -1;
@@ -382,12 +391,31 @@ static void process_poll(Coordinator *c) {
     if (c->jobs[i].state == J_QUEUED) process_start(c, &c->jobs[i]);
 }
 
-/* A job already done for this epoch and task (a resumed run reaching a
- * milestone again) is not repeated. */
-static int already_done(const char *out) {
+/* What an earlier start of this run left in a job's directory: a done job
+ * is not repeated, a Slurm job submitted then is followed again (it runs on
+ * regardless of pre-training), and anything else (queued, running when the
+ * run stopped, failed) starts afresh. Returns 1 when the job needs no start. */
+static int adopt_earlier(Coordinator *c, CJob *j) {
   JobStatus s;
   job_status_init(&s);
-  return job_status_read(out, &s) && strcmp(s.state, "done") == 0;
+  if (!job_status_read(j->spec.out, &s)) return 0;
+  if (strcmp(s.state, "done") == 0) {
+    info("finetune: %s from epoch %d is already done (%s); not repeated", j->spec.task,
+         j->spec.epoch, j->spec.out);
+    j->state = J_DONE;
+    return 1;
+  }
+  int live = strcmp(s.state, "submitted") == 0 || strcmp(s.state, "running") == 0;
+  if (c->launcher == L_SLURM && live && s.job_id[0]) {
+    path_fmt(j->job_id, sizeof j->job_id, "%s", s.job_id);
+    j->state = J_SUBMITTED;
+    info("finetune: %s from epoch %d: following Slurm job %s again", j->spec.task, j->spec.epoch,
+         j->job_id);
+    return 1;
+  }
+  info("finetune: %s from epoch %d was left %s by an earlier start of the run; starting it again",
+       j->spec.task, j->spec.epoch, s.state);
+  return 0;
 }
 
 static CJob *add_job(Coordinator *c, const char *checkpoint, int epoch, const TaskSpec *t) {
@@ -417,12 +445,7 @@ void coord_milestone(Coordinator *c, const char *checkpoint, int epoch, double w
   }
   for (int t = 0; t < c->ntasks; t++) {
     CJob *j = add_job(c, checkpoint, epoch, &c->tasks[t]);
-    if (already_done(j->spec.out)) {
-      info("finetune: %s from epoch %d is already done (%s); not repeated", j->spec.task, epoch,
-           j->spec.out);
-      j->state = J_DONE;
-      continue;
-    }
+    if (adopt_earlier(c, j)) continue;
     if (c->writer) make_dirs(j->spec.out);
     coord_write_status(c, j, -1, NULL);
     if (c->launcher == L_SLURM && c->writer) slurm_submit(c, j);
@@ -482,10 +505,103 @@ static void sleep_s(double s) {
   }
 }
 
-void coord_finish(Coordinator *c) {
+/* ---- stopping and resuming ---- */
+
+static int epoch_dir_name(const char *name, int *epoch) {
+  char tail;
+  return sscanf(name, "epoch-%d%c", epoch, &tail) == 1 && *epoch >= 0;
+}
+
+static int milestone_unfinished(const Coordinator *c, int epoch) {
+  for (int t = 0; t < c->ntasks; t++) {
+    char out[PATH_MAX];
+    JobStatus s;
+    job_status_init(&s);
+    job_dir(out, sizeof out, c->run_dir, epoch, c->ntasks > 1 ? c->tasks[t].task : NULL);
+    if (!job_status_read(out, &s) || strcmp(s.state, "done") != 0) return 1;
+  }
+  return 0;
+}
+
+static int by_epoch(const void *a, const void *b) {
+  return ((const Milestone *)a)->epoch - ((const Milestone *)b)->epoch;
+}
+
+int coord_unfinished(const Coordinator *c, int last_epoch, Milestone **out) {
+  *out = NULL;
+  if (c->launcher == L_NONE || !c->writer) return 0;
+  char dir[PATH_MAX];
+  path_fmt(dir, sizeof dir, "%s/finetune", c->run_dir);
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  size_t cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int epoch;
+    char mdir[PATH_MAX];
+    Milestone m;
+    if (!epoch_dir_name(e->d_name, &epoch) || epoch > last_epoch) continue;
+    job_dir(mdir, sizeof mdir, c->run_dir, epoch, NULL);
+    if (!milestone_read(mdir, &m) || m.epoch != epoch || !milestone_unfinished(c, epoch)) continue;
+    grow((void **)out, &cap, (size_t)n + 1, sizeof **out);
+    (*out)[n] = m;
+    path_from_run((*out)[n].checkpoint, sizeof m.checkpoint, c->run_dir, m.checkpoint);
+    n++;
+  }
+  closedir(d);
+  if (n) qsort(*out, (size_t)n, sizeof **out, by_epoch);
+  return n;
+}
+
+/* SIGTERM to the job's process group, SIGKILL after grace seconds. */
+static void end_process(pid_t pid, double grace) {
+  kill(-pid, SIGTERM);
+  for (double waited = 0; waited < grace; waited += 0.1) {
+    pid_t r = waitpid(pid, NULL, WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) return;
+    sleep_s(0.1);
+  }
+  kill(-pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
+void coord_stop(Coordinator *c) {
+  if (!c->writer) return;
+  int ended = 0, left = 0;
+  for (int i = 0; i < c->njobs; i++) {
+    CJob *j = &c->jobs[i];
+    if (c->launcher == L_PROCESS && j->state == J_RUNNING) {
+      end_process(j->pid, 10);
+      j->state = J_QUEUED;
+      j->pid = 0;
+      coord_write_status(c, j, -1, "ended when pre-training stopped; the next start runs it again");
+      ended++;
+    }
+    left += j->state < J_DONE;
+  }
+  if (ended) info("finetune: ended %d running fine-tuning job(s)", ended);
+  if (left && c->launcher == L_SLURM)
+    info("finetune: %d fine-tuning job(s) stay with Slurm; the next start follows them", left);
+  else if (left)
+    info("finetune: %d fine-tuning job(s) not finished; the next start of the run runs them", left);
+  c->report_dirty = 0;
+  report_reap(c, 1);
+  report_start(c);
+  report_reap(c, 1);
+}
+
+void coord_stop_flag(Coordinator *c, volatile sig_atomic_t *flag) { c->stop_flag = flag; }
+
+int coord_finish(Coordinator *c) {
   if (c->launcher == L_PROCESS && c->writer) {
     if (coord_outstanding(c)) info("finetune: waiting for %d fine-tuning job(s)", coord_outstanding(c));
     while (coord_outstanding(c)) {
+      if (c->stop_flag && *c->stop_flag) {
+        coord_stop(c);
+        return 1;
+      }
       process_poll(c);
       report_reap(c, 0);
       if (coord_outstanding(c)) sleep_s(0.05);
@@ -511,11 +627,12 @@ void coord_finish(Coordinator *c) {
     for (int i = 0; i < c->njobs; i++) n += c->jobs[i].state == J_QUEUED;
     if (n && c->writer) warn("finetune: %d inline fine-tuning job(s) were never run", n);
   }
-  if (!c->writer) return;
+  if (!c->writer) return 0;
   /* The final report: after any refresh under way, one from the final state. */
   c->report_dirty = 0;
   report_reap(c, 1);
   report_start(c);
   report_reap(c, 1);
   info("report: %s/report/Report.md", c->run_dir);
+  return 0;
 }

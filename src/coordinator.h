@@ -32,21 +32,26 @@
  * Hooking into pre-training (the calls, in order):
  *   co = coord_new(&cfg, run_dir, NULL);            after run_dir/config.ini
  *   coord_set_command(co, argc, argv, world_size);   optional: for the report
+ *   resumed: each m of coord_unfinished(co, epochs done, &m):
+ *       coord_milestone(co, m.checkpoint, m.epoch, ...) (and run inline jobs)
  *   coord_baseline(co, t, host, &cfg, vocab);        initial weights = epoch 0
  *   ... each step:            coord_poll(co);
  *   ... each milestone, after checkpoints/epoch-NNNN.h5 is written:
  *       coord_milestone(co, path, epoch, wall_seconds, step);
  *       with inline:  while (coord_next_inline(co, &job))
  *                       coord_job_done(co, &job, finetune_run(&cfg, &args of job));
- *   coord_finish(co); coord_free(co);                at the end
+ *   coord_finish(co) at the end, or coord_stop(co) on a stop signal;
+ *   coord_free(co).
  */
 #ifndef BERTRAIN_COORDINATOR_H
 #define BERTRAIN_COORDINATOR_H
 
 #include <limits.h>
+#include <signal.h>
 
 #include "config.h"
 #include "params.h"
+#include "run_files.h"
 #include "vocab.h"
 
 typedef struct Coordinator Coordinator;
@@ -107,10 +112,27 @@ int coord_outstanding(const Coordinator *c);
 /* Jobs running now (process launcher: processes alive). */
 int coord_running(const Coordinator *c);
 
-/* End of pre-training: process waits for every job; slurm polls once and
+/* Resuming: the milestones of epoch <= last_epoch (those the checkpoint
+ * resumed from has passed) that an earlier start of the run reached and
+ * whose jobs did not all finish, by epoch, checkpoint paths made usable
+ * (*out malloc'ed; rank 0 only, others get 0). Hand each to coord_milestone
+ * again: it starts the jobs not done and follows Slurm jobs still known. */
+int coord_unfinished(const Coordinator *c, int last_epoch, Milestone **out);
+
+/* A stop signal: process jobs still running are ended (SIGTERM to their
+ * process group, SIGKILL after 10 s) and recorded as queued, so that the
+ * next start runs them again; Slurm jobs are left to Slurm. Rebuilds the
+ * report and waits for it. */
+void coord_stop(Coordinator *c);
+
+/* The stop-signal flag coord_finish watches while it waits (NULL: none). */
+void coord_stop_flag(Coordinator *c, volatile sig_atomic_t *flag);
+
+/* End of pre-training: process waits for every job (or, when the stop flag
+ * is set meanwhile, does what coord_stop does and returns 1); slurm polls once and
  * leaves jobs still in Slurm, saying which, and that 'bertrain report
  * RUN_DIR' aggregates them once they end; inline warns about jobs never run.
  * Then rebuilds the report (and waits for it). */
-void coord_finish(Coordinator *c);
+int coord_finish(Coordinator *c);
 
 #endif

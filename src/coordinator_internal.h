@@ -3,6 +3,7 @@
 #ifndef BERTRAIN_COORDINATOR_INTERNAL_H
 #define BERTRAIN_COORDINATOR_INTERNAL_H
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include "coordinator.h"
@@ -41,6 +42,7 @@ struct Coordinator {
   pid_t report_pid;
   int report_dirty;
   double poll_interval, last_slurm_poll;
+  volatile sig_atomic_t *stop_flag;
 };
 
 extern const char *const JOB_STATE_NAMES[];

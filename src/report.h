@@ -11,6 +11,8 @@
 #ifndef BERTRAIN_REPORT_H
 #define BERTRAIN_REPORT_H
 
+#include <stdio.h>
+
 #include "metrics_store.h"
 
 /* Where the run's command line is kept for the report (written by the
@@ -36,6 +38,23 @@ extern const char *const REPORT_FIGURE_NAMES[REPORT_FIGURES];
 int report_figures(const RunData *d, const char *dir, const ReportOpts *o,
                    int made[REPORT_FIGURES]);
 void report_markdown(const RunData *d, const char *dir, const int made[REPORT_FIGURES]);
+
+/* Figure helpers, shared with the sweep report. */
+FILE *report_open(const char *path);          /* dies naming path */
+void report_close(FILE *f, const char *path); /* dies on a write error */
+/* The common gnuplot settings; output NAME.tmp, panels x rows panels. */
+void report_gp_preamble(FILE *g, const char *name, int panels, int rows);
+/* Runs gnuplot on DIR/data/STEM.gp (NAME = STEM.png), which writes NAME.tmp,
+ * and renames it to DIR/NAME. Returns 0, or non-zero after a warning (127:
+ * no gnuplot). */
+int report_render(const char *dir, const char *name, const ReportOpts *o);
+/* "MRPC", "SST-2", or the name itself. */
+const char *task_title(const char *task);
+
+/* bertrain report --sweep DIR: rebuilds each run's report, then DIR/report/
+ * (Report.md, sweep.csv, the cross-run figures). Returns the number of
+ * figures that could not be rendered. */
+int report_sweep_build(const char *sweep_dir, const ReportOpts *o);
 
 /* The pre-trained epochs' final validation accuracies of one task, from
  * which the report's findings are computed. */

@@ -30,13 +30,13 @@ enum { FIG_BATCH, FIG_EPOCH, FIG_WALL, FIG_PRETRAIN };
 #define PANEL_W 900
 #define PANEL_H 540
 
-static FILE *open_out(const char *path) {
+FILE *report_open(const char *path) {
   FILE *f = fopen(path, "w");
   if (!f) die("cannot create %s: %s", path, strerror(errno));
   return f;
 }
 
-static void close_out(FILE *f, const char *path) {
+void report_close(FILE *f, const char *path) {
   if (fflush(f) != 0 || ferror(f) || fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
 }
 
@@ -52,7 +52,7 @@ static void smooth(const double *v, size_t n, size_t h, double *out) {
 
 static size_t half_window(size_t n) { return n / 60; }
 
-static void preamble(FILE *g, const char *name, int panels, int rows) {
+void report_gp_preamble(FILE *g, const char *name, int panels, int rows) {
   fprintf(g, "set terminal pngcairo size %d,%d enhanced font 'DejaVu Sans,11' linewidth 1\n",
           PANEL_W * (panels > 0 ? panels : 1), PANEL_H * rows);
   fprintf(g, "set output '%s.tmp'\n", name);
@@ -105,21 +105,15 @@ static void plot_end(PlotCmd *p, FILE *g, int entries) {
   free(p->text);
 }
 
-static const char *task_title(const char *task) {
-  if (strcmp(task, "mrpc") == 0) return "MRPC";
-  if (strcmp(task, "sst2") == 0) return "SST-2";
-  return task;
-}
-
 static int fig_batch(const RunData *d, const char *dir, FILE *g) {
   int any = 0;
-  preamble(g, REPORT_FIGURE_NAMES[FIG_BATCH], d->ntasks, 1);
+  report_gp_preamble(g, REPORT_FIGURE_NAMES[FIG_BATCH], d->ntasks, 1);
   if (d->ntasks > 1) fprintf(g, "set multiplot layout 1,%d\n", d->ntasks);
   for (int t = 0; t < d->ntasks; t++) {
     const char *task = d->tasks[t];
     char path[PATH_MAX];
     path_fmt(path, sizeof path, "%s/data/%s_batch_accuracy.dat", dir, task);
-    FILE *f = open_out(path);
+    FILE *f = report_open(path);
     epoch_range(d, task, g);
     fprintf(g, "set title '%s: training batch accuracy while fine-tuning (thin: raw, thick: "
             "moving average)'\nset xlabel 'fine-tuning step'\nset ylabel 'batch accuracy'\n"
@@ -149,7 +143,7 @@ static int fig_batch(const RunData *d, const char *dir, FILE *g) {
     }
     plot_end(&pc, g, block);
     any += block;
-    close_out(f, path);
+    report_close(f, path);
   }
   if (d->ntasks > 1) fputs("unset multiplot\n", g);
   return any;
@@ -157,13 +151,13 @@ static int fig_batch(const RunData *d, const char *dir, FILE *g) {
 
 static int fig_epoch(const RunData *d, const char *dir, FILE *g) {
   int any = 0;
-  preamble(g, REPORT_FIGURE_NAMES[FIG_EPOCH], d->ntasks, 1);
+  report_gp_preamble(g, REPORT_FIGURE_NAMES[FIG_EPOCH], d->ntasks, 1);
   if (d->ntasks > 1) fprintf(g, "set multiplot layout 1,%d\n", d->ntasks);
   for (int t = 0; t < d->ntasks; t++) {
     const char *task = d->tasks[t];
     char path[PATH_MAX];
     path_fmt(path, sizeof path, "%s/data/%s_epoch_accuracy.dat", dir, task);
-    FILE *f = open_out(path);
+    FILE *f = report_open(path);
     epoch_range(d, task, g);
     fprintf(g, "set title '%s: validation accuracy after each fine-tuning epoch'\n"
             "set xlabel 'fine-tuning epoch'\nset ylabel 'validation accuracy'\nset xtics 1\n"
@@ -197,7 +191,7 @@ static int fig_epoch(const RunData *d, const char *dir, FILE *g) {
               majority);
     plot_end(&pc, g, block);
     any += block;
-    close_out(f, path);
+    report_close(f, path);
   }
   if (d->ntasks > 1) fputs("unset multiplot\n", g);
   return any;
@@ -207,8 +201,8 @@ static int fig_wall(const RunData *d, const char *dir, FILE *g) {
   static const char *const COLORS[] = {"#08519c", "#e6550d", "#31a354", "#756bb1", "#636363"};
   char path[PATH_MAX];
   path_fmt(path, sizeof path, "%s/data/wallclock_accuracy.dat", dir);
-  FILE *f = open_out(path);
-  preamble(g, REPORT_FIGURE_NAMES[FIG_WALL], 1, 1);
+  FILE *f = report_open(path);
+  report_gp_preamble(g, REPORT_FIGURE_NAMES[FIG_WALL], 1, 1);
   fputs("set title 'Final validation accuracy vs pre-training time (labels: pre-trained epoch)'\n"
         "set xlabel 'wall-clock time of pre-training, seconds'\nset ylabel 'final validation "
         "accuracy'\nset key title 'task'\nset offsets graph 0.03, graph 0.08, graph 0.08, graph "
@@ -235,7 +229,7 @@ static int fig_wall(const RunData *d, const char *dir, FILE *g) {
     blocks++;
   }
   plot_end(&pc, g, blocks);
-  close_out(f, path);
+  report_close(f, path);
   return blocks;
 }
 
@@ -263,7 +257,7 @@ static int fig_pretrain(const RunData *d, const char *dir, FILE *g) {
   if (cs < 0 || cl < 0 || p->n == 0) return 0;
   char path[PATH_MAX];
   path_fmt(path, sizeof path, "%s/data/pretrain.dat", dir);
-  FILE *f = open_out(path);
+  FILE *f = report_open(path);
   size_t kept = 0;
   double *loss = xmalloc(p->n * sizeof *loss), *mlm = xmalloc(p->n * sizeof *mlm);
   double *steps = xmalloc(p->n * sizeof *steps);
@@ -280,13 +274,13 @@ static int fig_pretrain(const RunData *d, const char *dir, FILE *g) {
   fputs("# step loss loss_moving_average mlm_acc mlm_acc_moving_average\n", f);
   for (size_t i = 0; i < kept; i++)
     fprintf(f, "%.10g %.10g %.10g %.10g %.10g\n", steps[i], loss[i], ls[i], mlm[i], ms[i]);
-  close_out(f, path);
+  report_close(f, path);
   free(loss);
   free(mlm);
   free(steps);
   free(ls);
   free(ms);
-  preamble(g, REPORT_FIGURE_NAMES[FIG_PRETRAIN], 1, 2);
+  report_gp_preamble(g, REPORT_FIGURE_NAMES[FIG_PRETRAIN], 1, 2);
   fputs("set multiplot layout 2,1 margins 0.09,0.96,0.06,0.94 spacing 0.1,0.13\n"
         "set key inside right top\nset xlabel 'pre-training step'\n", g);
   milestone_marks(d, g, 1);
@@ -315,6 +309,30 @@ static int run_gnuplot(const char *dir, const char *script, const char *log, con
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+int report_render(const char *dir, const char *name, const ReportOpts *o) {
+  static int missing_reported = 0;
+  char script[PATH_MAX], log[PATH_MAX], tmp[PATH_MAX + 8], png[PATH_MAX];
+  size_t stem = strlen(name) - 4; /* without ".png" */
+  path_fmt(script, sizeof script, "data/%.*s.gp", (int)stem, name);
+  path_fmt(log, sizeof log, "data/%.*s.log", (int)stem, name);
+  path_fmt(png, sizeof png, "%s/%s", dir, name);
+  path_fmt(tmp, sizeof tmp, "%s.tmp", png);
+  int rc = run_gnuplot(dir, script, log, o);
+  if (rc == 127) {
+    if (!missing_reported)
+      warn("gnuplot could not be run (install gnuplot, e.g. gnuplot-nox): the report has no "
+           "figures; the scripts are in %s/data", dir);
+    missing_reported = 1;
+  } else if (rc != 0 || !file_exists(tmp)) {
+    warn("gnuplot failed on %s/%s (exit %d); see %s/%s", dir, script, rc, dir, log);
+    if (rc == 0) rc = 1;
+  } else if (rename(tmp, png) != 0) {
+    die("cannot rename %s to %s: %s", tmp, png, strerror(errno));
+  }
+  if (rc != 0) unlink(tmp);
+  return rc;
+}
+
 int report_figures(const RunData *d, const char *dir, const ReportOpts *o,
                    int made[REPORT_FIGURES]) {
   typedef int (*FigFn)(const RunData *, const char *, FILE *);
@@ -322,39 +340,18 @@ int report_figures(const RunData *d, const char *dir, const ReportOpts *o,
   char data[PATH_MAX];
   path_fmt(data, sizeof data, "%s/data", dir);
   make_dirs(data);
-  int missing_reported = 0, failed = 0;
+  int failed = 0;
   for (int i = 0; i < REPORT_FIGURES; i++) {
     made[i] = 0;
     const char *name = REPORT_FIGURE_NAMES[i];
-    char script[PATH_MAX], rel[PATH_MAX], log[PATH_MAX], tmp[PATH_MAX + 8], png[PATH_MAX];
-    size_t stem = strlen(name) - 4; /* without ".png" */
-    path_fmt(rel, sizeof rel, "data/%.*s.gp", (int)stem, name);
-    path_fmt(script, sizeof script, "%s/%s", dir, rel);
-    path_fmt(log, sizeof log, "data/%.*s.log", (int)stem, name);
-    path_fmt(png, sizeof png, "%s/%s", dir, name);
-    path_fmt(tmp, sizeof tmp, "%s.tmp", png);
-    FILE *g = open_out(script);
+    char script[PATH_MAX];
+    path_fmt(script, sizeof script, "%s/data/%.*s.gp", dir, (int)(strlen(name) - 4), name);
+    FILE *g = report_open(script);
     int have = FIGS[i](d, dir, g);
-    close_out(g, script);
+    report_close(g, script);
     if (!have || !o->figures) continue;
-    int rc = run_gnuplot(dir, rel, log, o);
-    if (rc == 127) {
-      if (!missing_reported)
-        warn("gnuplot could not be run (install gnuplot, e.g. gnuplot-nox): the report has no "
-             "figures; the scripts are in %s/data", dir);
-      missing_reported = 1;
-      unlink(tmp);
-      failed++;
-      continue;
-    }
-    if (rc != 0 || !file_exists(tmp)) {
-      warn("gnuplot failed on %s (exit %d); see %s/%s", script, rc, dir, log);
-      unlink(tmp);
-      failed++;
-      continue;
-    }
-    if (rename(tmp, png) != 0) die("cannot rename %s to %s: %s", tmp, png, strerror(errno));
-    made[i] = 1;
+    if (report_render(dir, name, o) == 0) made[i] = 1;
+    else failed++;
   }
   return failed;
 }

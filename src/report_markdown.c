@@ -12,7 +12,7 @@
 #include "report.h"
 #include "util.h"
 
-static const char *task_title(const char *task) {
+const char *task_title(const char *task) {
   if (strcmp(task, "mrpc") == 0) return "MRPC";
   if (strcmp(task, "sst2") == 0) return "SST-2";
   return task;

@@ -253,6 +253,23 @@ grep -q "^mrpc,3,train," run-s2/metrics.csv && fail "run-s2: metrics of an unfin
   grep -q "^| 3 | 30 | .* | done |" run-s2/report/Report.md && pass ||
   fail "bertrain report did not add the job that ended after pre-training"
 
+# A later start of the run (pre-training resumed) reaching the same milestone
+# follows the job still in Slurm instead of submitting it again.
+cp -r pre run-s4
+SL=(--set finetune.launcher=slurm --set "finetune.sbatch=$SRC/slurm/finetune.sbatch"
+    --set "finetune.tasks=mrpc:$T_DIR/mrpc" $(milestones run-s4 3))
+PATH=$T_DIR/bin:$PATH FAKE_SLURM_DELAY=4 timeout 60 "$COORD_DRIVER" "$CFG" run-s4 "$BERTRAIN" "${SL[@]}" \
+  > driver-s4.out 2> driver-s4.err || fail "coord_driver (slurm, first start) exited non-zero"
+id=$(val run-s4/finetune/epoch-0003/status job_id)
+PATH=$T_DIR/bin:$PATH timeout 120 "$COORD_DRIVER" "$CFG" run-s4 "$BERTRAIN" "${SL[@]}" --wait 100 \
+  > driver-s4b.out 2> driver-s4b.err || fail "coord_driver (slurm, second start) exited non-zero"
+grep -q "mrpc from epoch 3: following Slurm job $id again" driver-s4b.err && pass ||
+  fail "the second start did not follow job $id: $(cat driver-s4b.err)"
+[ "$(grep -c 'job-name=bertrain-ft-e0003-mrpc' slurm-state/calls)" = 2 ] && pass ||
+  fail "epoch 3 submitted again: $(grep e0003 slurm-state/calls)"
+[ "$(val run-s4/finetune/epoch-0003/status state)" = done ] && grep -q "^mrpc,3,validation," run-s4/metrics.csv &&
+  pass || fail "the followed job's end was not recorded: $(cat run-s4/finetune/epoch-0003/status)"
+
 # Without sbatch: the job is recorded as failed, nothing stops.
 cp -r pre run-s3
 PATH=/usr/bin:/bin timeout 60 "$COORD_DRIVER" "$CFG" run-s3 "$BERTRAIN" --set finetune.launcher=slurm \

@@ -6,6 +6,8 @@
 # report cover every job. Inline fine-tuning must not change pre-training:
 # the final weights equal those of a run without fine-tuning (the config
 # text stored with them differs, so root attributes are not compared).
+# A run stopped (process) or killed (inline) while jobs are unfinished runs
+# them when started again.
 source "$SRC/tests/sh_util.sh"
 source "$SRC/tests/dist_fixture.sh"
 
@@ -48,4 +50,55 @@ same_params inline/run/checkpoints/final.h5 plain/run/checkpoints/final.h5 --exc
 pretrain_in process 2 "${FT[@]}" --set finetune.launcher=process --set finetune.max_parallel=2 ||
   { cat process/err >&2; fail "process run failed"; }
 check_run process process
+
+# ---- stopped or killed while fine-tuning jobs are unfinished: the next start runs them ----
+# wait_state FILE STATE: until the status file says STATE (30 s at most).
+wait_state() {
+  local i
+  for i in $(seq 600); do
+    grep -q "^state=$2$" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# process: SIGUSR1 while the baseline job runs (a slow command; one job at a time).
+SLOW="sleep 19.75; {bertrain} finetune --checkpoint {checkpoint} --task {task} --data {data} --out {out} --set run.seed={seed}"
+mkdir -p pstop
+(cd pstop && exec timeout 120 "$MPIEXEC" -np 2 "$BERTRAIN" pretrain --config "$CFG" "${FT[@]}" \
+   --set finetune.launcher=process --set "finetune.command=$SLOW" > out 2> err) &
+launcher=$!
+wait_state pstop/run/finetune/epoch-0000/status running || fail "process: the baseline job never ran"
+kill -USR1 $(rank_pids $launcher) 2> /dev/null
+wait $launcher
+rc=$?
+[ $rc -ne 0 ] && cat pstop/out pstop/err | grep -q "stopped by a signal" && pass ||
+  fail "process: a stop signal did not stop the run (exit $rc): $(tail -3 pstop/err)"
+pgrep -f "sleep 19.75" > /dev/null && fail "process: the running job was not ended" || pass
+grep -q '^state=queued' pstop/run/finetune/epoch-0000/status &&
+  grep -q '^reason=ended when pre-training stopped' pstop/run/finetune/epoch-0000/status && pass ||
+  fail "process: the ended job is not recorded as queued: $(cat pstop/run/finetune/epoch-0000/status)"
+cp pstop/err pstop/err.stopped
+pretrain_in pstop 2 "${FT[@]}" --set finetune.launcher=process ||
+  { cat pstop/err >&2; fail "process: the resumed run failed"; }
+check_run pstop process
+same_params pstop/run/checkpoints/final.h5 plain/run/checkpoints/final.h5 --exclude-attribute / && pass ||
+  fail "process: the stopped and resumed run ended with other weights"
+
+# inline: SIGKILL to the ranks while the baseline job runs (made long with 40
+# fine-tuning epochs; the next start, from epoch-0000.h5, runs it with the
+# usual 2).
+mkdir -p ikill
+(cd ikill && exec timeout 120 "$MPIEXEC" -np 2 "$BERTRAIN" pretrain --config "$CFG" "${FT[@]}" \
+   --set finetune.launcher=inline --set finetune.epochs=40 > out 2> err) &
+launcher=$!
+wait_state ikill/run/finetune/epoch-0000/status running || fail "inline: the baseline job never ran"
+kill -KILL $(rank_pids $launcher) 2> /dev/null
+wait $launcher
+grep -q '^state=running' ikill/run/finetune/epoch-0000/status && pass ||
+  fail "inline: the killed job's status is not 'running': $(cat ikill/run/finetune/epoch-0000/status)"
+pretrain_in ikill 2 "${FT[@]}" --set finetune.launcher=inline ||
+  { cat ikill/err >&2; fail "inline: the resumed run failed"; }
+grep -q "epoch 0 was left running by an earlier start of the run; starting it again" ikill/err && pass ||
+  fail "inline: the resumed run did not say it runs the unfinished job: $(grep finetune ikill/err)"
+check_run ikill inline
 finish

@@ -8,7 +8,10 @@
 #      milestone, ids in the status files, their metrics aggregated;
 #  (c) pre-emption: a job with a 1-minute limit and --signal=B:USR1@25
 #      checkpoints on USR1, requeues itself, resumes from latest.h5 and ends
-#      with the same final weights as an uninterrupted run (mpirun).
+#      with the same final weights as an uninterrupted run (mpirun);
+#  (d) a two-run sweep file as a job array (slurm/sweep.sbatch): both runs
+#      complete in their directories and 'bertrain report --sweep' gives the
+#      sweep figure and table.
 # Skips (77) when not root or when Slurm cannot be installed or started.
 source "$SRC/tests/sh_util.sh"
 source "$SRC/tests/dist_fixture.sh"
@@ -136,11 +139,55 @@ if [ -n "$id_b" ] && wait_jobs 90 "$id_b"; then
 fi
 echo "(b) slurm launcher: $((SECONDS - t0)) s"
 
+# --- (d) a two-run sweep as a job array (slurm/sweep.sbatch), then its report
+t0=$SECONDS
+{
+  echo "[sweep]"; echo "base = $CFG"; echo "dir = $T_DIR/sweep"
+  for run in "[L1]" "model.layers = 1" "[L2-b32]" "pretrain.batch_size = 32"; do
+    echo "$run"
+    case $run in \[*) ;; *)
+      printf '%s\n' "finetune.launcher = inline" "finetune.data = $T_DIR/mrpc" "finetune.epochs = 2" \
+        "finetune.batch_size = 16" "finetune.seq_length = 32" "finetune.baseline = true" ;;
+    esac
+  done
+} > sweep.ini
+mkdir -p d
+id_d=$(cd d && sbatch "${SB[@]}" --time=5 --array=0-1 --export=ALL,BERTRAIN_SLURM_DIR=$SRC/slurm \
+       "$SRC/slurm/sweep.sbatch" "$T_DIR/sweep.ini") || fail "(d) sbatch --array failed"
+if [ -n "$id_d" ] && wait_jobs 120 "$id_d"; then
+  for i in 0 1; do
+    check_job_ok "(d) array task $i" "${id_d}_$i" d
+    [ -s d/slurm-bertrain-sweep-${id_d}_$i.out ] && pass || fail "(d) no output file for array task $i"
+  done
+  check_finetuned "(d) L1" sweep/L1 inline
+  check_finetuned "(d) L2-b32" sweep/L2-b32 inline
+  grep -q "^layers = 1$" sweep/L1/config.ini && grep -q "^batch_size = 32$" sweep/L2-b32/config.ini &&
+    pass || fail "(d) the runs' overrides are not in their config.ini"
+  cmp -s sweep.ini sweep/sweep.ini && pass || fail "(d) sweep.ini not copied into the sweep directory"
+  "$BERTRAIN" report --sweep sweep > d/report.log 2>&1 || fail "(d) bertrain report --sweep failed: $(cat d/report.log)"
+  R=sweep/report/Report.md
+  grep -q "^| L1 | model.layers=1, .* | L1/H32/A2/I64 | 16 | step 20 of 20, " $R &&
+    grep -q "^| L2-b32 | pretrain.batch_size=32, .* | L2/H32/A2/I64 | 32 | step 20 of 20, " $R && pass ||
+    fail "(d) the sweep report's runs table: $(grep '^| L' $R)"
+  [ "$(grep -c '^L1,mrpc,\|^L2-b32,mrpc,' sweep/report/sweep.csv)" = 6 ] && pass ||
+    fail "(d) sweep.csv should have 3 milestones x 2 runs: $(cat sweep/report/sweep.csv)"
+  acc=$(grep "^validation,.*,epoch_accuracy," sweep/L2-b32/finetune/epoch-0004/metrics.csv | tail -1 | cut -d, -f5)
+  grep -q "^L2-b32,mrpc,4,20,[0-9.]*,$(printf %.6f "$acc")," sweep/report/sweep.csv && pass ||
+    fail "(d) sweep.csv's L2-b32 epoch-4 accuracy is not the job's $acc"
+  [ "$(head -c 4 sweep/report/sweep_wallclock_accuracy.png | od -An -c | tr -d ' ')" = "211PNG" ] &&
+    grep -qF "(./sweep_wallclock_accuracy.png)" $R && pass || fail "(d) no sweep figure"
+  [ "$(grep -c '^# L[12].* mrpc:' sweep/report/data/sweep_wallclock_accuracy.dat)" = 2 ] &&
+    [ "$(grep -cv '^#\|^$' sweep/report/data/sweep_wallclock_accuracy.dat)" = 6 ] && pass ||
+    fail "(d) the sweep figure's data should be 2 runs x 3 points"
+fi
+echo "(d) sweep array: $((SECONDS - t0)) s"
+
 # --- (c) pre-emption: time limit 1 minute, USR1 to the batch shell 25 s
 # before it. Slurm checks time limits every 30 s, so the signal comes between
-# 5 and 35 s after the start; the run takes about 45 s here. Should a faster
-# machine get to step 1230 of 1360 without it, the test sends the same signal
-# to the batch shell itself (scancel --batch). Once the job is requeued, its
+# 5 and 35 s after the start; the run takes 10 to 45 s here, depending on the
+# load. Should the run get to step 500 of 1360 without it, the test sends the
+# same signal to the batch shell itself (scancel --batch), so that the stop
+# comes well before the end. Once the job is requeued, its
 # limit is raised to 5 minutes so that the resumed run is not pre-empted
 # again (that would only repeat the same path, at random, taking longer).
 wait $ref_pid || { cat ref/err >&2; fail "(c) the uninterrupted reference run failed"; }
@@ -152,7 +199,7 @@ if [ -n "$id_c" ]; then
   while [ -n "$(squeue -h -j "$id_c" -o %i 2>/dev/null)" ] && [ $SECONDS -lt $end ]; do
     steps=$(($(wc -l 2>/dev/null < c/run/pretrain/metrics.csv || echo 1) - 1))
     restarts=$(job_field "$id_c" Restarts)
-    if [ $nudged = 0 ] && [ "$restarts" = 0 ] && [ "$steps" -ge 1230 ] &&
+    if [ $nudged = 0 ] && [ "$restarts" = 0 ] && [ "$steps" -ge 500 ] &&
        ! grep -q "^pretrain.sbatch: SIGUSR1" c/slurm-*.out; then
       scancel --batch --signal=USR1 "$id_c" && nudged=1
     fi
