@@ -13,3 +13,18 @@ extern "C" int cuda_device_count(char *msg, size_t n) {
   }
   return count;
 }
+
+extern "C" int cuda_use_device(int local_rank, char *msg, size_t n) {
+  int count = cuda_device_count(msg, n);
+  if (count < 1) {
+    if (count == 0) snprintf(msg, n, "no CUDA device is visible");
+    return -1;
+  }
+  int dev = local_rank % count;
+  cudaError_t err = cudaSetDevice(dev);
+  if (err != cudaSuccess) {
+    snprintf(msg, n, "cudaSetDevice(%d): %s", dev, cudaGetErrorString(err));
+    return -1;
+  }
+  return dev;
+}

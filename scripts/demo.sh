@@ -2,7 +2,7 @@
 # The main job on the embedded demo data, from a fresh Debian 12 machine:
 # installs what is missing, builds, trains the WordPiece vocabulary, prepares
 # the HDF5 pre-training shards, then pre-trains a tiny BERT with 2 MPI ranks
-# for 200 epochs, fine-tuning every 20-epoch milestone on the sample MRPC task
+# for 200 epochs, fine-tuning every 20-epoch milestone on the sample SST-2 task
 # (configs/demo.ini), and prints where the report is. Outputs go to runs/demo/.
 # Usage: scripts/demo.sh [--set section.key=value ...]
 set -euo pipefail
@@ -25,7 +25,7 @@ echo "== 1/4 WordPiece vocabulary from the sample corpus" >&2
 echo "== 2/4 pre-training shards (mpirun -np 2 bertrain prep)" >&2
 ls "$RUN"/shards/shard-*.h5 >/dev/null 2>&1 || mpirun -np 2 "$B" prep --config "$CFG" "$@"
 
-echo "== 3/4 the fine-tuning task (sample MRPC)" >&2
+echo "== 3/4 the fine-tuning task (finetune.tasks of the config)" >&2
 "$B" glue --config "$CFG" "$@"
 
 echo "== 4/4 pre-training with milestone fine-tuning (mpirun -np 2 bertrain pretrain)" >&2

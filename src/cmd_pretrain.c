@@ -245,7 +245,10 @@ static Acc compute_step(Trainer *tr, int64_t s, int save_due) {
     DropoutCtx d = {(uint64_t)tr->c->run.seed, (uint32_t)s,
                     (uint64_t)tr->ci.rank * tr->per_rank + (uint64_t)k * tr->mb};
     Stats st;
-    model_forward_backward(tr->m, &b, 1, d, 1.0f / (float)tr->accum, &st);
+    /* The mean over the global batch: the all-reduce sums rank shares
+     * already divided by the rank count, which saves a pass over the
+     * gradients afterwards. */
+    model_forward_backward(tr->m, &b, 1, d, 1.0f / (float)(tr->accum * tr->ci.size), &st);
     acc_add_stats(&a, &st);
     tr->ops->sync();
     tr->tm.compute += now_seconds() - t0;
@@ -254,7 +257,6 @@ static Acc compute_step(Trainer *tr, int64_t s, int save_due) {
   float *g = model_grads_dev(tr->m);
   size_t n = model_buffer_size(tr->m);
   comm_allreduce_sum_f32(g, n);
-  if (tr->ci.size > 1) tr->ops->scale(g, n, 1.0f / (float)tr->ci.size);
   if (s == tr->nan_step && tr->ci.rank == tr->ci.size - 1) a.v[A_LOSS] = NAN;
   a.v[A_STOP] = g_stop_signal != 0;
   a.v[A_SAVE] = save_due;

@@ -25,6 +25,12 @@ CommInfo comm_info(void);
 /* buf[i] = sum over ranks of buf[i], in place, identical on every rank.
  * buf is a model buffer (model_grads_dev): device memory on GPU backends. */
 void comm_allreduce_sum_f32(float *buf, size_t n);
+/* GPU runs: from now on comm_allreduce_sum_f32 takes device buffers and
+ * sums them with NCCL, one communicator for the run (its unique id made on
+ * rank 0 and broadcast over MPI). Every rank calls it once, after its
+ * device is selected; with one rank it does nothing. Dies in a build
+ * without CUDA. */
+void comm_use_nccl(void);
 /* The same for a few host doubles (losses, counts, flags). */
 void comm_allreduce_sum_f64(double *buf, int n);
 /* Copies root's host buffer to every rank. */

@@ -1,6 +1,7 @@
 /* comm.h over MPI: MPI_Allreduce, MPI_Bcast and MPI_Barrier on
  * MPI_COMM_WORLD, with MPI_ERRORS_RETURN so that each return code is
- * checked and a failure names the operation and the rank. */
+ * checked and a failure names the operation and the rank; on GPUs, after
+ * comm_use_nccl, the gradient all-reduce goes to NCCL (kernels/comm_nccl.cu). */
 #include "comm.h"
 
 #include <limits.h>
@@ -9,8 +10,15 @@
 
 #include "util.h"
 
+#ifdef BERTRAIN_HAVE_CUDA
+#include "comm_nccl.h"
+#endif
+
 static CommInfo g_info = {0, 1, 0, 1};
 static int g_ready = 0;
+#ifdef BERTRAIN_HAVE_CUDA
+static int g_nccl = 0;
+#endif
 
 /* Largest element count one MPI call moves (MPI counts are ints). */
 #define MAX_COUNT (1 << 28)
@@ -43,8 +51,27 @@ CommInfo comm_info(void) { return comm_init(); }
 
 static int multi(void) { return comm_init().size > 1; }
 
+void comm_use_nccl(void) {
+#ifdef BERTRAIN_HAVE_CUDA
+  if (!multi() || g_nccl) return;
+  unsigned char id[COMM_NCCL_ID_BYTES] = {0};
+  if (g_info.rank == 0) comm_nccl_unique_id(id);
+  comm_broadcast(id, sizeof id, 0);
+  comm_nccl_start(id, g_info.rank, g_info.size);
+  g_nccl = 1;
+#else
+  die("NCCL requested, but this bertrain was built without CUDA (cmake -DBERTRAIN_CUDA=ON)");
+#endif
+}
+
 void comm_allreduce_sum_f32(float *buf, size_t n) {
   if (!multi()) return;
+#ifdef BERTRAIN_HAVE_CUDA
+  if (g_nccl) {
+    comm_nccl_allreduce_sum_f32(buf, n);
+    return;
+  }
+#endif
   for (size_t done = 0; done < n;) {
     size_t k = n - done < MAX_COUNT ? n - done : MAX_COUNT;
     check(MPI_Allreduce(MPI_IN_PLACE, buf + done, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),

@@ -145,8 +145,8 @@ static const Key KEYS[] = {
    "run directory for outputs; \"\" = runs/NAME, NAME the last --config file's base name (runs/default without one)"},
   {"run", "threads", K_INT, OFF(run.threads), "0", 0, 4096, NULL,
    "CPU threads; 0 = all cores"},
-  {"run", "device", K_STRING, OFF(run.device), "cpu", NOLIM, "cpu",
-   "where training runs (cpu)"},
+  {"run", "device", K_STRING, OFF(run.device), "cpu", NOLIM, "cpu|cuda|auto",
+   "where training runs: cpu, cuda (each rank on GPU local_rank % GPUs, NCCL between them) or auto (cuda when a GPU is usable)"},
 };
 
 static void *field(Config *c, const Key *k) { return (char *)c + k->offset; }

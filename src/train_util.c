@@ -8,8 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "comm.h"
 #include "util.h"
 #include "weights_h5.h"
+
+#ifdef BERTRAIN_HAVE_CUDA
+#include "cuda_info.h"
+#include "ops_cuda.h"
+#endif
 
 const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, size_t n) {
   if (c->run.dir[0]) {
@@ -33,13 +39,45 @@ const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, siz
   return buf;
 }
 
-const Ops *train_ops(const Config *c) {
-  if (strcmp(c->run.device, "cpu") != 0)
-    die("run.device '%s' is not available in this build (use cpu)", c->run.device);
+#ifdef BERTRAIN_HAVE_CUDA
+/* This rank's GPU (local rank % devices), the CUDA ops and NCCL for the
+ * gradients; NULL with the reason in msg when no device is usable. */
+static const Ops *cuda_ops(char *msg, size_t n) {
+  static int dev = -2;
+  static char reason[256];
+  if (dev == -2) dev = cuda_use_device(comm_info().local_rank, reason, sizeof reason);
+  if (dev < 0) {
+    snprintf(msg, n, "%s", reason);
+    return NULL;
+  }
+  comm_use_nccl();
+  return ops_cuda();
+}
+#endif
+
+const Ops *select_ops(const char *device, int threads) {
+  int want_cuda = strcmp(device, "cuda") == 0, any = strcmp(device, "auto") == 0;
+  if (!want_cuda && !any && strcmp(device, "cpu") != 0)
+    die("device '%s': expected cpu, cuda or auto", device);
+  if (want_cuda || any) {
+#ifdef BERTRAIN_HAVE_CUDA
+    char msg[256] = "";
+    const Ops *ops = cuda_ops(msg, sizeof msg);
+    if (ops) return ops;
+    if (want_cuda) die("device cuda (rank %d): %s", comm_info().rank, msg);
+    info("device auto: no usable GPU (%s); running on the CPU", msg);
+#else
+    if (want_cuda)
+      die("device cuda: this bertrain was built without CUDA (cmake -DBERTRAIN_CUDA=ON, with the "
+          "CUDA toolkit installed)");
+#endif
+  }
   const Ops *ops = ops_cpu();
-  if (c->run.threads > 0) ops->set_threads(c->run.threads);
+  if (threads > 0) ops->set_threads(threads);
   return ops;
 }
+
+const Ops *train_ops(const Config *c) { return select_ops(c->run.device, c->run.threads); }
 
 int warmup_steps(double proportion, int total) {
   double w = floor(proportion * total + 0.5);

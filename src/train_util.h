@@ -15,7 +15,12 @@
  * --config in argv, or runs/default without one. Writes it to buf. */
 const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, size_t n);
 
-/* The backend run.device names, with run.threads applied (0 = all cores). */
+/* The backend device names: cpu (threads > 0: that many OpenMP threads, 0 =
+ * all cores), cuda (this rank's GPU, local rank % devices, with NCCL for the
+ * gradient all-reduce; dies when there is none or CUDA is not built in) or
+ * auto (cuda when usable, else cpu). */
+const Ops *select_ops(const char *device, int threads);
+/* select_ops(run.device, run.threads). */
 const Ops *train_ops(const Config *c);
 
 /* Optimizer steps of linear warm-up: round(proportion * total). */

@@ -30,6 +30,16 @@ finish() {
   [ "$T_FAILED" -eq 0 ]
 }
 
+# gpu_usable: this bertrain has CUDA built in and sees a GPU; otherwise says
+# why on stdout and returns 1.
+gpu_usable() {
+  local v
+  v=$("$BERTRAIN" version 2>&1 | grep '^cuda:')
+  [[ $v =~ built\ in\;\ ([1-9][0-9]*)\ device ]] && return 0
+  echo "${v:-cuda: not built in}"
+  return 1
+}
+
 # make_sample_shards DIR DOCS VOCAB SEQ PRED: DIR/corpus.txt (the first DOCS
 # documents of the sample corpus), DIR/vocab.txt (VOCAB tokens) and
 # DIR/shards (2 shards of SEQ-token sequences, PRED masked positions).

@@ -2,8 +2,9 @@
 # bertrain forward against Hugging Face transformers (tests/reference/
 # check_pytorch.py): a tiny model pre-trained for a few steps, the same
 # shard rows in eval mode, MLM and NSP logits and losses within 1e-4
-# relative error. Needs torch, transformers, h5py and numpy in
-# ${BERTRAIN_PYTHON:-python3}; skipped (77) without them.
+# relative error, on the CPU and (with a GPU) the CUDA backend. Needs
+# torch, transformers, h5py and numpy in ${BERTRAIN_PYTHON:-python3};
+# skipped (77) without them.
 source "$SRC/tests/sh_util.sh"
 source "$SRC/tests/train_fixture.sh"
 
@@ -23,16 +24,20 @@ pad=$("$PYTHON" -c 'import sys, h5py, numpy as np
 m = h5py.File(sys.argv[1], "r")["input_mask"][:].min(axis=1)
 r = np.nonzero(m == 0)[0]
 print(max(int(r[0]) - 3, 0) if len(r) else 0)' "$T_DIR/data/shards/shard-00001.h5")
-for shard_rows in "shard-00000.h5 0:16" "shard-00001.h5 $pad:$((pad + 8))"; do
-  read -r shard rows <<<"$shard_rows"
+# The CPU backend, and the CUDA one too when a GPU is usable.
+devices=cpu
+if why=$(gpu_usable); then devices="cpu cuda"; else echo "note: CUDA not checked: $why"; fi
+for dev_shard_rows in $(for d in $devices; do echo "$d,shard-00000.h5,0:16 $d,shard-00001.h5,$pad:$((pad + 8))"; done); do
+  IFS=, read -r dev shard rows <<<"$dev_shard_rows"
   "$BERTRAIN" forward --checkpoint "$CKPT" --data "$T_DIR/data/shards/$shard" --rows "$rows" \
-    --out "fwd-$rows.h5" > forward.out 2>&1 || { fail "forward $shard $rows: $(cat forward.out)"; continue; }
-  echo "== $shard rows $rows"
+    --set run.device=$dev --out "fwd-$dev-$rows.h5" > forward.out 2>&1 ||
+    { fail "forward $shard $rows on $dev: $(cat forward.out)"; continue; }
+  echo "== $dev: $shard rows $rows"
   "$PYTHON" "$SRC/tests/reference/check_pytorch.py" --checkpoint "$CKPT" \
-    --shard "$T_DIR/data/shards/$shard" --rows "$rows" --forward "fwd-$rows.h5" --tol 1e-4 \
+    --shard "$T_DIR/data/shards/$shard" --rows "$rows" --forward "fwd-$dev-$rows.h5" --tol 1e-4 \
     | tee check.out
   rc=${PIPESTATUS[0]}
-  [ $rc -eq 0 ] && pass || fail "check_pytorch.py on $shard rows $rows exited $rc"
+  [ $rc -eq 0 ] && pass || fail "check_pytorch.py on $shard rows $rows ($dev) exited $rc"
   [ "$shard" = shard-00000.h5 ] || grep -q "padded rows [1-9]" check.out && pass ||
     fail "rows $rows of $shard should include a padded sequence"
 done

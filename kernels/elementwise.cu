@@ -1,0 +1,105 @@
+/* Elementwise ops and dropout: each output element depends on its own
+ * inputs alone, so any launch shape gives the same bits, and out may alias
+ * an input (each thread reads its element before writing it). */
+#include "ops_cuda_internal.cuh"
+
+#define SQRT1_2 0.70710678118654752f
+
+static __global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
+  GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
+
+static __global__ void scale_kernel(float *x, size_t n, float s) {
+  GRID_STRIDE(i, n) x[i] *= s;
+}
+
+static __global__ void gelu_fwd_kernel(float *out, const float *x, size_t n) {
+  GRID_STRIDE(i, n) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT1_2));
+}
+
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
+static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const float *x, size_t n) {
+  const float inv_sqrt_2pi = 0.3989422804014327f;
+  GRID_STRIDE(i, n) {
+    float xi = x[i];
+    float cdf = 0.5f * (1.0f + erff(xi * SQRT1_2));
+    float pdf = inv_sqrt_2pi * expf(-0.5f * xi * xi);
+    dx[i] = dy[i] * (cdf + xi * pdf);
+  }
+}
+
+static __global__ void tanh_fwd_kernel(float *out, const float *x, size_t n) {
+  GRID_STRIDE(i, n) out[i] = tanhf(x[i]);
+}
+
+static __global__ void tanh_bwd_kernel(float *dx, const float *dy, const float *y, size_t n) {
+  GRID_STRIDE(i, n) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+/* out[i] = x[i] * keep(elem_offset + i) / (1 - p); s = 1 / (1 - p) comes
+ * from the host, computed in float exactly as the CPU backend does. */
+static __global__ void dropout_kernel(float *out, const float *x, size_t n, float p, float s,
+                                      DropoutKey k) {
+  GRID_STRIDE(i, n) {
+    int keep = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + i, p);
+    out[i] = keep ? x[i] * s : 0.0f;
+  }
+}
+
+void cuda_add(float *out, const float *a, const float *b, size_t n) {
+  if (!n) return;
+  add_kernel<<<grid_for(n, THREADS), THREADS>>>(out, a, b, n);
+  LAUNCH_CHECK("add (n=%zu)", n);
+}
+
+void cuda_scale(float *x, size_t n, float s) {
+  if (!n) return;
+  scale_kernel<<<grid_for(n, THREADS), THREADS>>>(x, n, s);
+  LAUNCH_CHECK("scale (n=%zu)", n);
+}
+
+void cuda_gelu_fwd(float *out, const float *x, size_t n) {
+  if (!n) return;
+  gelu_fwd_kernel<<<grid_for(n, THREADS), THREADS>>>(out, x, n);
+  LAUNCH_CHECK("gelu_fwd (n=%zu)", n);
+}
+
+void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
+  if (!n) return;
+  gelu_bwd_kernel<<<grid_for(n, THREADS), THREADS>>>(dx, dy, x, n);
+  LAUNCH_CHECK("gelu_bwd (n=%zu)", n);
+}
+
+void cuda_tanh_fwd(float *out, const float *x, size_t n) {
+  if (!n) return;
+  tanh_fwd_kernel<<<grid_for(n, THREADS), THREADS>>>(out, x, n);
+  LAUNCH_CHECK("tanh_fwd (n=%zu)", n);
+}
+
+void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
+  if (!n) return;
+  tanh_bwd_kernel<<<grid_for(n, THREADS), THREADS>>>(dx, dy, y, n);
+  LAUNCH_CHECK("tanh_bwd (n=%zu)", n);
+}
+
+static void dropout_apply(const char *op, float *out, const float *x, size_t n, float p,
+                          DropoutKey k) {
+  if (!(p >= 0.0f && p < 1.0f)) die("ops: %s: dropout probability must be in [0, 1) (got %g)", op, p);
+  if (!n) return;
+  if (p == 0.0f) {
+    if (out != x)
+      CUDA_CHECK(cudaMemcpy(out, x, n * sizeof *out, cudaMemcpyDeviceToDevice), "%s copy (n=%zu)", op, n);
+    return;
+  }
+  const float s = 1.0f / (1.0f - p);
+  dropout_kernel<<<grid_for(n, THREADS), THREADS>>>(out, x, n, p, s, k);
+  LAUNCH_CHECK("%s (n=%zu p=%g)", op, n, p);
+}
+
+void cuda_dropout_fwd(float *out, const float *x, size_t n, float p, DropoutKey key) {
+  dropout_apply("dropout_fwd", out, x, n, p, key);
+}
+
+void cuda_dropout_bwd(float *dx, const float *dy, size_t n, float p, DropoutKey key) {
+  dropout_apply("dropout_bwd", dx, dy, n, p, key);
+}

@@ -1,0 +1,118 @@
+/* Embeddings and row gathers. Backward passes are scatter-adds: to add in
+ * row order without atomics, every output element is owned by one thread,
+ * which walks all source rows in order and adds those that land on it.
+ * Threads are (column j, slice s): slice s owns the destination rows r with
+ * r % SCATTER_SLICES == s, so a warp (one slice, 32 columns) shares every
+ * branch and the adds are coalesced. */
+#include <limits.h>
+
+#include "ops_cuda_internal.cuh"
+
+#define SCATTER_SLICES 32
+
+static __global__ void embed_fwd_kernel(float *out, const int32_t *word_ids,
+                                        const int32_t *type_ids, const float *wte,
+                                        const float *wpe, const float *wtt, size_t n, int S,
+                                        int H, int vocab, int ntypes, BadId *bad) {
+  GRID_STRIDE(i, n * (size_t)H) {
+    size_t t = i / (size_t)H;
+    int j = (int)(i % (size_t)H);
+    int w = word_ids[t], ty = type_ids ? type_ids[t] : 0;
+    if (w < 0 || w >= vocab) {
+      report_bad_id(bad, BAD_EMBED_WORD, w, vocab, (long long)t);
+      out[i] = 0.0f;
+      continue;
+    }
+    if (ty < 0 || ty >= ntypes) {
+      report_bad_id(bad, BAD_EMBED_TYPE, ty, ntypes, (long long)t);
+      out[i] = 0.0f;
+      continue;
+    }
+    out[i] = (wte[(size_t)w * H + j] + wtt[(size_t)ty * H + j]) + wpe[(t % (size_t)S) * H + j];
+  }
+}
+
+/* dst[idx[t]] += src[t] for t = 0..n-1 in order (idx NULL: all row 0).
+ * Rows outside [0, rows) are skipped and, when bad_op is set, reported. */
+static __global__ void scatter_rows_kernel(float *dst, const float *src, const int32_t *idx,
+                                           int n, int c, int rows, int bad_op, BadId *bad) {
+  int j = blockIdx.x * blockDim.x + threadIdx.x;
+  int slice = blockIdx.y;
+  if (j >= c) return;
+  for (int t = 0; t < n; t++) {
+    int r = idx ? idx[t] : 0;
+    if (r < 0 || r >= rows) {
+      if (bad_op && slice == 0 && j == 0) report_bad_id(bad, bad_op, r, rows, t);
+      continue;
+    }
+    if (r % SCATTER_SLICES == slice) dst[(size_t)r * c + j] += src[(size_t)t * c + j];
+  }
+}
+
+static void scatter_rows(const char *what, float *dst, const float *src, const int32_t *idx,
+                         int n, int c, int rows, int bad_op) {
+  dim3 grid((unsigned)ceil_div((size_t)c, THREADS), SCATTER_SLICES);
+  scatter_rows_kernel<<<grid, THREADS>>>(dst, src, idx, n, c, rows, bad_op, cuda_bad_id());
+  LAUNCH_CHECK("%s scatter (n=%d c=%d rows=%d)", what, n, c, rows);
+}
+
+/* dwpe[s] += dout[b, s] for b in order: position s of every sample. */
+static __global__ void embed_pos_bwd_kernel(float *dwpe, const float *dout, int B, int S, int H) {
+  GRID_STRIDE(i, (size_t)S * H) {
+    size_t s = i / (size_t)H, j = i % (size_t)H;
+    float acc = dwpe[i];
+    for (int b = 0; b < B; b++) acc += dout[((size_t)b * S + s) * H + j];
+    dwpe[i] = acc;
+  }
+}
+
+static __global__ void gather_fwd_kernel(float *out, const float *x, const int32_t *idx, int n,
+                                         int rows, int c, BadId *bad) {
+  GRID_STRIDE(i, (size_t)n * c) {
+    size_t row = i / (size_t)c, j = i % (size_t)c;
+    int r = idx[row];
+    if (r < 0 || r >= rows) {
+      report_bad_id(bad, BAD_GATHER_FWD, r, rows, (long long)row);
+      out[i] = 0.0f;
+      continue;
+    }
+    out[i] = x[(size_t)r * c + j];
+  }
+}
+
+void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
+                    const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
+                    int vocab, int ntypes) {
+  if (cuda_no_work("embed_fwd", B, S, H)) return;
+  size_t n = (size_t)B * S;
+  embed_fwd_kernel<<<grid_for(n * H, THREADS), THREADS>>>(out, word_ids, type_ids, wte, wpe, wtt,
+                                                          n, S, H, vocab, ntypes, cuda_bad_id());
+  LAUNCH_CHECK("embed_fwd (B=%d S=%d H=%d vocab=%d)", B, S, H, vocab);
+}
+
+/* The word and type tables' row counts are not passed: ids were checked by
+ * embed_fwd; negative ones are skipped here. */
+void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H) {
+  if (cuda_no_work("embed_bwd", B, S, H)) return;
+  if ((size_t)B * S > INT_MAX) die("ops: embed_bwd: %d x %d tokens are too many", B, S);
+  int n = B * S;
+  if (dwte) scatter_rows("embed_bwd wte", dwte, dout, word_ids, n, H, INT_MAX, BAD_NONE);
+  if (dwpe) {
+    embed_pos_bwd_kernel<<<grid_for((size_t)S * H, THREADS), THREADS>>>(dwpe, dout, B, S, H);
+    LAUNCH_CHECK("embed_bwd wpe (B=%d S=%d H=%d)", B, S, H);
+  }
+  if (dwtt) scatter_rows("embed_bwd wtt", dwtt, dout, type_ids, n, H, INT_MAX, BAD_NONE);
+}
+
+void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c) {
+  if (cuda_no_work("gather_fwd", n, c, 1)) return;
+  gather_fwd_kernel<<<grid_for((size_t)n * c, THREADS), THREADS>>>(out, x, idx, n, rows, c,
+                                                                    cuda_bad_id());
+  LAUNCH_CHECK("gather_fwd (n=%d rows=%d c=%d)", n, rows, c);
+}
+
+void cuda_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c) {
+  if (cuda_no_work("gather_bwd", n, c, 1)) return;
+  scatter_rows("gather_bwd", dx, dout, idx, n, c, rows, BAD_GATHER_BWD);
+}

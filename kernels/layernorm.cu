@@ -1,0 +1,105 @@
+/* LayerNorm over the last dimension. Row statistics: one block per row
+ * with fixed-shape block sums in double (as the CPU backend sums in double).
+ * dgamma / dbeta: column sums over fixed row chunks, then the chunk
+ * partials in order. */
+#include "ops_cuda_internal.cuh"
+
+static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x,
+                                            const float *gamma, const float *beta, int c,
+                                            float eps) {
+  size_t r = blockIdx.x;
+  const float *xr = x + r * c;
+  float *o = out + r * c;
+  double s = 0.0;
+  for (int j = threadIdx.x; j < c; j += blockDim.x) s += xr[j];
+  double mu = block_sum(s) / c, ss = 0.0;
+  for (int j = threadIdx.x; j < c; j += blockDim.x) ss += (xr[j] - mu) * (xr[j] - mu);
+  ss = block_sum(ss);
+  float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
+  for (int j = threadIdx.x; j < c; j += blockDim.x) o[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
+  if (threadIdx.x == 0) {
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+/* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy. */
+static __global__ void ln_param_part_kernel(double *pg, double *pb, const float *dy,
+                                            const float *x, const float *mean, const float *rstd,
+                                            int n, int c) {
+  int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= c) return;
+  int r0 = blockIdx.y * ROW_CHUNK, r1 = min(n, r0 + ROW_CHUNK);
+  double sg = 0.0, sb = 0.0;
+  for (int r = r0; r < r1; r++) {
+    size_t i = (size_t)r * c + j;
+    sg += dy[i] * ((x[i] - mean[r]) * rstd[r]);
+    sb += dy[i];
+  }
+  pg[(size_t)blockIdx.y * c + j] = sg;
+  pb[(size_t)blockIdx.y * c + j] = sb;
+}
+
+static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const double *pg,
+                                              const double *pb, int nchunks, int c) {
+  int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= c) return;
+  double sg = 0.0, sb = 0.0;
+  for (int ch = 0; ch < nchunks; ch++) {
+    sg += pg[(size_t)ch * c + j];
+    sb += pb[(size_t)ch * c + j];
+  }
+  if (dgamma) dgamma[j] += (float)sg;
+  if (dbeta) dbeta[j] += (float)sb;
+}
+
+/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma. Every thread
+ * reads its elements of dy before the block sums and writes only its own
+ * elements after them, so dx may be dy. */
+static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
+                                    const float *mean, const float *rstd, const float *gamma,
+                                    int c) {
+  size_t r = blockIdx.x;
+  const float *xr = x + r * c, *dr = dy + r * c;
+  float *o = dx + r * c;
+  float m = mean[r], rs = rstd[r];
+  double s1 = 0.0, s2 = 0.0;
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    float g = dr[j] * gamma[j];
+    s1 += g;
+    s2 += g * ((xr[j] - m) * rs);
+  }
+  float a = (float)(block_sum(s1) / c), b = (float)(block_sum(s2) / c);
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    float g = dr[j] * gamma[j];
+    o[j] = rs * (g - a - ((xr[j] - m) * rs) * b);
+  }
+}
+
+void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
+                        const float *gamma, const float *beta, int n, int c, float eps) {
+  if (cuda_no_work("layernorm_fwd", n, c, 1)) return;
+  layernorm_fwd_kernel<<<(unsigned)n, ROW_THREADS>>>(out, mean, rstd, x, gamma, beta, c, eps);
+  LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
+}
+
+/* The column pass runs first, so the row pass may overwrite dy. */
+void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int n, int c) {
+  if (cuda_no_work("layernorm_bwd", n, c, 1)) return;
+  if (dgamma || dbeta) {
+    int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
+    if (nchunks > 65535) die("ops: layernorm_bwd: %d rows are too many for the column sum", n);
+    double *pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
+    double *pb = pg + (size_t)nchunks * c;
+    dim3 grid((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
+    ln_param_part_kernel<<<grid, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
+    LAUNCH_CHECK("layernorm_bwd param part (n=%d c=%d)", n, c);
+    ln_param_finish_kernel<<<(unsigned)ceil_div((size_t)c, THREADS), THREADS>>>(dgamma, dbeta, pg,
+                                                                              pb, nchunks, c);
+    LAUNCH_CHECK("layernorm_bwd param finish (n=%d c=%d)", n, c);
+  }
+  ln_dx_kernel<<<(unsigned)n, ROW_THREADS>>>(dx, dy, x, mean, rstd, gamma, c);
+  LAUNCH_CHECK("layernorm_bwd dx (n=%d c=%d)", n, c);
+}

@@ -1,0 +1,173 @@
+/* The CUDA backend's table and memory: device memory from cudaMalloc, the
+ * legacy default stream for everything, one cuBLAS handle in plain fp32. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_cuda_internal.cuh"
+#include "ops_cuda.h"
+
+void cuda_fail(const char *err, const char *what, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, what);
+  vsnprintf(buf, sizeof buf, what, ap);
+  va_end(ap);
+  die("cuda: %s: %s", buf, err);
+}
+
+int cuda_sync_launches(void) {
+  static int flag = -1;
+  if (flag < 0) {
+    const char *s = getenv("BERTRAIN_CUDA_SYNC");
+    int v = 0;
+    flag = s && parse_bool(s, &v) == 0 && v;
+  }
+  return flag;
+}
+
+void cuda_check_dims(const char *op, int a, int b, int c) {
+  if (a <= 0 || b <= 0 || c <= 0) die("ops: %s: dimensions must be positive (%d, %d, %d)", op, a, b, c);
+}
+
+int cuda_no_work(const char *op, int a, int b, int c) {
+  if (a < 0 || b < 0 || c < 0) die("ops: %s: dimensions must not be negative (%d, %d, %d)", op, a, b, c);
+  return a == 0 || b == 0 || c == 0;
+}
+
+/* Plain fp32 GEMMs (CUBLAS_DEFAULT_MATH never uses TF32 for sgemm; TF32 is
+ * a later, explicit switch) and no atomics inside cuBLAS, so results are
+ * bit-identical from run to run on one GPU model. */
+cublasHandle_t cuda_blas(void) {
+  static cublasHandle_t h;
+  if (!h) {
+    CUBLAS_CHECK(cublasCreate(&h), "cublasCreate");
+    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode (default)");
+    CUBLAS_CHECK(cublasSetAtomicsMode(h, CUBLAS_ATOMICS_NOT_ALLOWED), "cublasSetAtomicsMode");
+    CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+  }
+  return h;
+}
+
+void *cuda_scratch(size_t bytes) {
+  static void *buf;
+  static size_t cap;
+  if (bytes > cap) {
+    /* earlier ops may still be reading the old buffer */
+    CUDA_CHECK(cudaDeviceSynchronize(), "scratch (%zu bytes)", bytes);
+    CUDA_CHECK(cudaFree(buf), "scratch free (%zu bytes)", cap);
+    buf = NULL;
+    cap = 0;
+    CUDA_CHECK(cudaMalloc(&buf, bytes), "scratch alloc (%zu bytes)", bytes);
+    cap = bytes;
+  }
+  return buf;
+}
+
+BadId *cuda_bad_id(void) {
+  static BadId *rec;
+  if (!rec) {
+    CUDA_CHECK(cudaMalloc((void **)&rec, sizeof *rec), "bad-id record alloc");
+    CUDA_CHECK(cudaMemset(rec, 0, sizeof *rec), "bad-id record memset");
+  }
+  return rec;
+}
+
+void cuda_check_bad_id(void) {
+  BadId *rec = cuda_bad_id(), h;
+  CUDA_CHECK(cudaMemcpy(&h, rec, sizeof h, cudaMemcpyDeviceToHost), "bad-id record read");
+  if (h.op == BAD_NONE) return;
+  /* cleared first, so a caller that catches die() can go on */
+  CUDA_CHECK(cudaMemset(rec, 0, sizeof *rec), "bad-id record clear");
+  const char *what = "unknown op", *kind = "id";
+  switch (h.op) {
+    case BAD_EMBED_WORD: what = "embed_fwd", kind = "word id"; break;
+    case BAD_EMBED_TYPE: what = "embed_fwd", kind = "token type id"; break;
+    case BAD_GATHER_FWD: what = "gather_fwd", kind = "row"; break;
+    case BAD_GATHER_BWD: what = "gather_bwd", kind = "row"; break;
+    case BAD_XENT_FWD: what = "xent_fwd", kind = "label"; break;
+    case BAD_XENT_BWD: what = "xent_bwd", kind = "label"; break;
+  }
+  die("ops: %s: %s %d at index %lld is outside [0, %d) (seen on the GPU)", what, kind, h.value,
+      h.index, h.limit);
+}
+
+/* ---- memory ---- */
+
+static void *cuda_alloc(size_t bytes) {
+  void *p = NULL;
+  size_t n = bytes ? bytes : 1;
+  CUDA_CHECK(cudaMalloc(&p, n), "alloc (%zu bytes)", bytes);
+  CUDA_CHECK(cudaMemset(p, 0, n), "alloc memset (%zu bytes)", bytes);
+  return p;
+}
+
+static void cuda_free(void *p) { CUDA_CHECK(cudaFree(p), "free (%p)", p); }
+
+static void cuda_zero(void *p, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
+}
+
+static void cuda_to_device(void *dst, const void *src, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device (%zu bytes)", bytes);
+}
+
+/* Waits for the device, so bad ids found by kernels are reported here. */
+static void cuda_to_host(void *dst, const void *src, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "to_host (%zu bytes)", bytes);
+  cuda_check_bad_id();
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes) {
+  if (!bytes || dst == src) return;
+  const char *d = (const char *)dst, *s = (const char *)src;
+  if (d < s + bytes && s < d + bytes) die("ops: copy: overlapping device ranges (%zu bytes)", bytes);
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
+}
+
+static void cuda_sync(void) {
+  CUDA_CHECK(cudaDeviceSynchronize(), "sync");
+  cuda_check_bad_id();
+}
+
+static void cuda_set_threads(int n) { (void)n; }
+
+extern "C" const Ops *ops_cuda(void) {
+  static Ops t;
+  if (!t.name) {
+    t.alloc = cuda_alloc;
+    t.free = cuda_free;
+    t.zero = cuda_zero;
+    t.to_device = cuda_to_device;
+    t.to_host = cuda_to_host;
+    t.copy = cuda_copy;
+    t.sync = cuda_sync;
+    t.set_threads = cuda_set_threads;
+    t.linear_fwd = cuda_linear_fwd;
+    t.linear_bwd = cuda_linear_bwd;
+    t.embed_fwd = cuda_embed_fwd;
+    t.embed_bwd = cuda_embed_bwd;
+    t.layernorm_fwd = cuda_layernorm_fwd;
+    t.layernorm_bwd = cuda_layernorm_bwd;
+    t.add = cuda_add;
+    t.gelu_fwd = cuda_gelu_fwd;
+    t.gelu_bwd = cuda_gelu_bwd;
+    t.tanh_fwd = cuda_tanh_fwd;
+    t.tanh_bwd = cuda_tanh_bwd;
+    t.scale = cuda_scale;
+    t.dropout_fwd = cuda_dropout_fwd;
+    t.dropout_bwd = cuda_dropout_bwd;
+    t.attn_fwd = cuda_attn_fwd;
+    t.attn_bwd = cuda_attn_bwd;
+    t.gather_fwd = cuda_gather_fwd;
+    t.gather_bwd = cuda_gather_bwd;
+    t.xent_fwd = cuda_xent_fwd;
+    t.xent_bwd = cuda_xent_bwd;
+    t.adamw = cuda_adamw;
+    t.lamb = cuda_lamb;
+    t.sumsq = cuda_sumsq;
+    t.name = "cuda"; /* last: marks the table filled */
+  }
+  return &t;
+}

@@ -1,0 +1,153 @@
+/* Shared by the CUDA sources in kernels/: the implementations that
+ * ops_cuda() puts in its table, and the pieces they share (cuBLAS handle,
+ * scratch memory, launch sizes, deterministic block reductions, the report
+ * of bad ids found on the device).
+ *
+ * Everything runs on the legacy default stream, so kernels, cuBLAS calls and
+ * copies run in the order they are issued, and scratch memory used by one op
+ * is free for the next op as soon as the host has issued it. */
+#ifndef BERTRAIN_OPS_CUDA_INTERNAL_CUH
+#define BERTRAIN_OPS_CUDA_INTERNAL_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuda_check.cuh"
+/* C++ templates (Random123) inside: included before the extern "C" block,
+ * whose ops.h then finds it already included. */
+#include "dropout_rng.h"
+
+extern "C" {
+#include "ops.h"
+}
+
+/* Threads per block: elementwise and column kernels use THREADS, kernels
+ * with one block per row use ROW_THREADS. Both are multiples of 32 and
+ * fixed, so every block reduction has one fixed shape. */
+#define THREADS 256
+#define ROW_THREADS 128
+/* Column sums (bias, gamma/beta) take ROW_CHUNK rows per block, then add the
+ * per-chunk partials in chunk order; global sums take SUM_CHUNK elements per
+ * block, then add the per-block partials in block order. */
+#define ROW_CHUNK 64
+#define SUM_CHUNK 4096
+
+/* Blocks for a grid-stride loop over n elements (at least 1, capped). */
+static inline unsigned grid_for(size_t n, int threads) {
+  size_t b = (n + (size_t)threads - 1) / (size_t)threads;
+  if (b < 1) b = 1;
+  if (b > 65535) b = 65535;
+  return (unsigned)b;
+}
+
+/* Grid-stride loop over i in [0, n) (size_t: tensors may pass 2^31). */
+#define GRID_STRIDE(i, n)                                                   \
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);  \
+       i += (size_t)gridDim.x * blockDim.x)
+
+static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* ops_cuda.cu */
+cublasHandle_t cuda_blas(void);
+/* A device buffer of at least bytes, reused by every op (stream order keeps
+ * uses apart); its contents are undefined. */
+void *cuda_scratch(size_t bytes);
+
+/* Bad ids seen by a kernel: the first one is kept in a small device record
+ * and reported by die() at the next sync or to_host. */
+enum BadIdOp { BAD_NONE = 0, BAD_EMBED_WORD, BAD_EMBED_TYPE, BAD_GATHER_FWD, BAD_GATHER_BWD,
+               BAD_XENT_FWD, BAD_XENT_BWD };
+struct BadId {
+  int op; /* BadIdOp; 0 when nothing was seen */
+  int value, limit;
+  long long index;
+};
+BadId *cuda_bad_id(void);  /* the device record */
+void cuda_check_bad_id(void); /* dies when the record is set (waits for the device) */
+
+__device__ inline void report_bad_id(BadId *r, int op, int value, int limit, long long index) {
+  if (atomicCAS(&r->op, 0, op) == 0) {
+    r->value = value;
+    r->limit = limit;
+    r->index = index;
+  }
+}
+
+/* Block-wide sum: every thread gets the same value, added in one fixed
+ * order (warp butterflies, then warps in order), so it is deterministic.
+ * Every thread of the block must call it. */
+__device__ inline double block_sum(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads(); /* earlier readers of part are done */
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double s = 0.0;
+  for (unsigned w = 0; w < blockDim.x >> 5; w++) s += part[w];
+  return s;
+}
+
+__device__ inline float block_max(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float m = part[0];
+  for (unsigned w = 1; w < blockDim.x >> 5; w++) m = fmaxf(m, part[w]);
+  return m;
+}
+
+/* linear.cu: row-major C[m,n] = alpha op(A) op(B) + beta C for batch
+ * matrices at element strides sA, sB, sC (as cblas_sgemm with RowMajor). */
+void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
+             const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
+             float beta, float *C, int ldc, long long sC, int batch);
+
+/* The ops (signatures as in ops.h). */
+void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
+                     int out);
+void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int n, int in, int out, int accumulate_dx);
+void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
+                    const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
+                    int vocab, int ntypes);
+void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H);
+void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c);
+void cuda_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c);
+void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
+                        const float *gamma, const float *beta, int n, int c, float eps);
+void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int n, int c);
+void cuda_add(float *out, const float *a, const float *b, size_t n);
+void cuda_gelu_fwd(float *out, const float *x, size_t n);
+void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+void cuda_tanh_fwd(float *out, const float *x, size_t n);
+void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n);
+void cuda_scale(float *x, size_t n, float s);
+void cuda_dropout_fwd(float *out, const float *x, size_t n, float p, DropoutKey key);
+void cuda_dropout_bwd(float *dx, const float *dy, size_t n, float p, DropoutKey key);
+void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, const float *v,
+                   int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
+                   DropoutKey key);
+void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
+                   const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
+                   int hd, float p, DropoutKey key);
+void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v);
+void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
+                   float scale);
+void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
+                const OptParams *o);
+void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
+               const OptParams *o);
+void cuda_sumsq(float *out, const float *x, size_t n);
+
+/* Dies unless every dimension is positive (the CPU backend's rule). */
+void cuda_check_dims(const char *op, int a, int b, int c);
+/* For ops the CPU backend runs as no-ops on empty input: 1 when a dimension
+ * is 0 (nothing to do); dies when one is negative. */
+int cuda_no_work(const char *op, int a, int b, int c);
+
+#endif

@@ -1,0 +1,116 @@
+/* Softmax cross-entropy over rows of logits [n, v]. One block per row
+ * (fixed-shape reductions, sums in double as on the CPU); the mean loss is
+ * a second pass over the per-row losses in a fixed order. */
+#include <math.h>
+
+#include "ops_cuda_internal.cuh"
+
+/* Row maximum with its first index, and log of the sum of exp(x - max),
+ * for the whole block (every thread gets the same values). */
+__device__ static void row_max_lse(const float *x, int v, float *mx_out, int *arg_out,
+                                   double *log_sum) {
+  __shared__ float pv[32];
+  __shared__ int pi[32];
+  float mx = -INFINITY;
+  int arg = 0x7fffffff;
+  for (int j = threadIdx.x; j < v; j += blockDim.x)
+    if (x[j] > mx || arg == 0x7fffffff) mx = x[j], arg = j;
+  /* keep the larger value; on a tie the smaller index (first argmax) */
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, mx, o);
+    int oi = __shfl_xor_sync(0xffffffffu, arg, o);
+    if (ov > mx || (ov == mx && oi < arg)) mx = ov, arg = oi;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) pv[threadIdx.x >> 5] = mx, pi[threadIdx.x >> 5] = arg;
+  __syncthreads();
+  mx = pv[0];
+  arg = pi[0];
+  for (unsigned w = 1; w < blockDim.x >> 5; w++)
+    if (pv[w] > mx || (pv[w] == mx && pi[w] < arg)) mx = pv[w], arg = pi[w];
+  double s = 0.0;
+  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)x[j] - mx);
+  *mx_out = mx;
+  *arg_out = arg;
+  *log_sum = log(block_sum(s));
+}
+
+static __global__ void xent_rows_kernel(double *loss, int *hit, const float *logits,
+                                        const int32_t *labels, int v, BadId *bad) {
+  size_t i = blockIdx.x;
+  int label = labels[i];
+  if (label < 0 || label >= v) { /* the same for the whole block */
+    if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_FWD, label, v, (long long)i);
+    if (threadIdx.x == 0) loss[i] = 0.0, hit[i] = 0;
+    return;
+  }
+  const float *x = logits + i * v;
+  float mx;
+  int arg;
+  double ls;
+  row_max_lse(x, v, &mx, &arg, &ls);
+  if (threadIdx.x == 0) {
+    loss[i] = (double)mx + ls - x[label];
+    hit[i] = arg == label;
+  }
+}
+
+/* One block: out = { mean loss over counted rows, correct, counted }. */
+static __global__ void xent_total_kernel(float *out, const double *loss, const int *hit,
+                                         const int32_t *labels, int n) {
+  double total = 0.0, correct = 0.0, count = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    total += loss[i];
+    correct += hit[i];
+    count += labels[i] >= 0;
+  }
+  total = block_sum(total);
+  correct = block_sum(correct);
+  count = block_sum(count);
+  if (threadIdx.x == 0) {
+    out[0] = count > 0.0 ? (float)(total / count) : 0.0f;
+    out[1] = (float)correct;
+    out[2] = (float)count;
+  }
+}
+
+/* Every thread reads the row for the reductions before writing only its own
+ * elements, so dlogits may be logits. */
+static __global__ void xent_bwd_kernel(float *dlogits, const float *logits,
+                                       const int32_t *labels, int v, float scale, BadId *bad) {
+  size_t i = blockIdx.x;
+  int label = labels[i];
+  const float *x = logits + i * v;
+  float *d = dlogits + i * v;
+  if (label < 0 || label >= v) {
+    if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
+    for (int j = threadIdx.x; j < v; j += blockDim.x) d[j] = 0.0f;
+    return;
+  }
+  float mx;
+  int arg;
+  double ls;
+  row_max_lse(x, v, &mx, &arg, &ls);
+  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+    float g = scale * (float)exp((double)x[j] - mx - ls);
+    if (j == label) g -= scale;
+    d[j] = g;
+  }
+}
+
+void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
+  cuda_check_dims("xent_fwd", n, v, 1);
+  double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
+  int *hit = (int *)(loss + n);
+  xent_rows_kernel<<<(unsigned)n, ROW_THREADS>>>(loss, hit, logits, labels, v, cuda_bad_id());
+  LAUNCH_CHECK("xent_fwd rows (n=%d v=%d)", n, v);
+  xent_total_kernel<<<1, THREADS>>>(out, loss, hit, labels, n);
+  LAUNCH_CHECK("xent_fwd total (n=%d v=%d)", n, v);
+}
+
+void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
+                   float scale) {
+  cuda_check_dims("xent_bwd", n, v, 1);
+  xent_bwd_kernel<<<(unsigned)n, ROW_THREADS>>>(dlogits, logits, labels, v, scale, cuda_bad_id());
+  LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, for a machine with a GPU (e.g. the lent H100):
+#   scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]
+# 1. bertrain version (sees the GPU?)       2. tests/test_ops_cuda: every op vs the CPU
+# 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
+# 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
+# 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions
+# 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
+# Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
+# step has its own time limit, so one hang costs only its own. Exit status 1 when a
+# check failed. BUILD_DIR is a CUDA build (cmake -DBERTRAIN_CUDA=ON) made for this
+# machine's GPU architecture (CMAKE_CUDA_ARCHITECTURES, default 80;90).
+set -u
+[ $# -ge 2 ] || { echo "usage: scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+BUILD=$(cd "$1" && pwd)
+LOG=$2
+HF=1
+[ "${3:-}" = --no-hf ] && HF=0
+mkdir -p "$LOG/work"
+LOG=$(cd "$LOG" && pwd)
+export SRC=$PWD BERTRAIN=$BUILD/bertrain BERTRAIN_PYTHON=${BERTRAIN_PYTHON:-python3}
+export MPIEXEC=${MPIEXEC:-$(command -v mpirun.openmpi || command -v mpirun || echo mpirun)}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+ROWS=()
+FAILED=0
+
+# step NAME SECONDS COMMAND...: runs it with a time limit, its output in LOG/NAME.log.
+step() {
+  local name=$1 limit=$2 t0=$SECONDS rc
+  shift 2
+  echo "== $name: $*" >&2
+  timeout "$limit" "$@" > "$LOG/$name.log" 2>&1
+  rc=$?
+  local verdict=ok
+  case $rc in 0) ;; 77) verdict=skipped ;; 124) verdict="TIMED OUT (${limit} s)"; FAILED=1 ;;
+    *) verdict="FAILED (exit $rc)"; FAILED=1 ;; esac
+  ROWS+=("$(printf '%-14s %-22s %5d s' "$name" "$verdict" $((SECONDS - t0)))")
+  tail -3 "$LOG/$name.log" >&2
+}
+
+step version 60 "$BERTRAIN" version
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
+  --format=csv,noheader > "$LOG/gpu.txt" 2>&1
+step ops 180 env BERTRAIN_CUDA_SYNC=1 bash -c "cd '$SRC/tests' && exec '$BUILD/tests/test_ops_cuda'"
+step train 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_train_cuda.sh'"
+step reference 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
+for m in mini base; do
+  step bench-$m 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+    --seq 128 --pred 20 --steps 20 --warmup 3
+done
+[ $HF = 1 ] && step hf-baseline 300 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
+
+echo
+echo "GPU: $(cat "$LOG/gpu.txt" 2>/dev/null || echo '?')"
+printf '%s\n' "${ROWS[@]}"
+for f in ops train reference; do grep -h "max relative\|FAIL\|SKIP" "$LOG/$f.log" 2>/dev/null | head -5; done
+echo "throughput, batch 64 x 128 (sequences/s):"
+for m in mini base; do
+  printf '  bertrain bert-%-5s fp32  %s\n' $m "$(grep -o '[0-9.]* sequences/s' "$LOG/bench-$m.log" 2>/dev/null || echo '-')"
+done
+grep "B=64 " "$LOG/hf-baseline.log" 2>/dev/null | awk '{ printf "  hf       %-10s %-5s %s\n", $1, $2, $8 }'
+exit $FAILED

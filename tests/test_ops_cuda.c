@@ -1,0 +1,617 @@
+/* The CUDA ops table against the CPU ops table (the reference): every op on
+ * the same random inputs, run once on the CPU and twice on the GPU.
+ *
+ * Each output tensor prints one line: op, output, error, tolerance, PASS or
+ * FAIL. The error is max_i |gpu_i - cpu_i| / max(max_i |cpu_i|, 1e-6):
+ * relative to the largest magnitude in the reference tensor, so elements
+ * near zero (cancellation in sums, GELU tails) are judged on the tensor's
+ * scale. Two tolerances:
+ *   TOL_EXACT (0): ops that only move data or do one IEEE add / multiply per
+ *     element in the CPU's order (embed fwd/bwd, gather fwd/bwd, add, scale,
+ *     dropout, xent's counts): the GPU must give the same bits.
+ *   TOL_F32 (1e-5): everything else. GEMMs and reductions add in another
+ *     order (error about sqrt(K) 2^-24 of the max for K <= 192 terms, i.e.
+ *     ~1e-6), CUDA's erff / expf / tanhf differ from glibc's by a few ulp,
+ *     and nvcc contracts a*b+c into FMAs where gcc (-std=c11) does not.
+ *     10x above the expected error, far below what a wrong index, a missed
+ *     mask or a lost += gives (~1e-1).
+ * Every GPU output must also be bit-identical between the two GPU runs
+ * (determinism), and accumulated outputs are pre-filled with random values
+ * so += and = are told apart.
+ *
+ * Sizes are not multiples of 32 (B=3, S=37, H=48, 4 heads, V=101), inputs
+ * are never zero, masks have zeros, labels have -1, gathers and embeddings
+ * have duplicate indices. The seed comes from the clock and is printed;
+ * BERTRAIN_TEST_SEED=N repeats a run. Exits 77 (skipped) without a GPU. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda_info.h"
+#include "ops.h"
+#include "ops_cuda.h"
+#include "rng.h"
+#include "test_util.h"
+#include "util.h"
+
+#define TOL_EXACT 0.0
+#define TOL_F32 1e-5
+
+#define B 3
+#define S 37
+#define H 48
+#define NH 4
+#define HD 12
+#define V 101
+#define FFN (4 * H)
+#define NTOK (B * S)
+#define NPRED 15 /* gathered rows (MLM positions) */
+
+static const Ops *CPU, *GPU;
+static Rng R;
+
+/* Run k = 0 is the CPU reference, runs 1 and 2 are the GPU. */
+static const Ops *backend(int k) { return k == 0 ? CPU : GPU; }
+
+/* ---- random inputs ---- */
+
+static float uni(float lo, float hi) {
+  float v;
+  do v = lo + (hi - lo) * (float)rng_uniform(&R);
+  while (v == 0.0f);
+  return v;
+}
+static float *rnd(size_t n, float lo, float hi) {
+  float *h = xmalloc((n ? n : 1) * sizeof *h);
+  for (size_t i = 0; i < n; i++) h[i] = uni(lo, hi);
+  return h;
+}
+static int32_t *rnd_ids(size_t n, int limit) {
+  int32_t *h = xmalloc((n ? n : 1) * sizeof *h);
+  for (size_t i = 0; i < n; i++) h[i] = (int32_t)rng_below(&R, (uint32_t)limit);
+  return h;
+}
+static DropoutKey rnd_key(uint64_t elem_offset) {
+  DropoutKey k = {((uint64_t)rng_u32(&R) << 32) | rng_u32(&R), rng_u32(&R), rng_u32(&R) & 0xff,
+                  elem_offset};
+  return k;
+}
+
+/* ---- device buffers of one run, freed together ---- */
+
+#define MAX_DEV 32
+static void *g_dev[MAX_DEV];
+static int g_ndev;
+
+static void *track(void *p) {
+  if (g_ndev == MAX_DEV) die("test_ops_cuda: too many device buffers");
+  return g_dev[g_ndev++] = p;
+}
+static float *put(const Ops *o, const float *h, size_t n) {
+  float *d = track(o->alloc(n * sizeof *d));
+  if (h) o->to_device(d, h, n * sizeof *d);
+  return d;
+}
+static int32_t *put_ids(const Ops *o, const int32_t *h, size_t n) {
+  int32_t *d = track(o->alloc(n * sizeof *d));
+  o->to_device(d, h, n * sizeof *d);
+  return d;
+}
+static float *get(const Ops *o, const float *d, size_t n) {
+  float *h = xmalloc((n ? n : 1) * sizeof *h);
+  o->to_host(h, d, n * sizeof *h);
+  return h;
+}
+static void release(const Ops *o) {
+  while (g_ndev) o->free(g_dev[--g_ndev]);
+}
+
+/* ---- comparison ---- */
+
+/* res[0] CPU, res[1] and res[2] GPU; frees all three. */
+static void compare(const char *op, const char *out, float *res[3], size_t n, double tol) {
+  double refmax = 0.0, emax = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++)
+    if (fabs(res[0][i]) > refmax) refmax = fabs(res[0][i]);
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs((double)res[1][i] - res[0][i]);
+    if (isnan(res[0][i]) || isnan(res[1][i])) e = isnan(res[0][i]) && isnan(res[1][i]) ? 0.0 : INFINITY;
+    if (e > emax) emax = e, at = i;
+  }
+  double err = emax / (refmax > 1e-6 ? refmax : 1e-6);
+  int same = memcmp(res[1], res[2], n * sizeof *res[1]) == 0;
+  int pass = err <= tol && same;
+  printf("%-18s %-7s err %.3e  tol %.0e  %s", op, out, err, tol, pass ? "PASS" : "FAIL");
+  if (err > tol) printf("  (worst [%zu]: cpu %.9g gpu %.9g)", at, res[0][at], res[1][at]);
+  if (!same) printf("  (the two GPU runs differ)");
+  printf("\n");
+  CHECK(err <= tol);
+  CHECK(same);
+  for (int k = 0; k < 3; k++) free(res[k]);
+}
+
+/* Same zeros in the CPU and GPU results (dropout masks); the fraction
+ * dropped near p for the inputs, which are never zero. */
+static void check_mask(const char *op, float *res[3], size_t n, float p) {
+  size_t diff = 0, zeros = 0;
+  for (size_t i = 0; i < n; i++) {
+    diff += (res[0][i] == 0.0f) != (res[1][i] == 0.0f);
+    zeros += res[1][i] == 0.0f;
+  }
+  double frac = (double)zeros / n;
+  printf("%-18s mask    %zu of %zu differ, dropped %.3f (p %.2f)  %s\n", op, diff, n, frac, p,
+         diff == 0 && fabs(frac - p) < 0.05 ? "PASS" : "FAIL");
+  CHECK(diff == 0);
+  CHECK(fabs(frac - p) < 0.05);
+}
+
+/* ---- memory ---- */
+
+static void test_memory(void) {
+  const size_t n = 1001;
+  float *h = rnd(n, -1, 1), *back = xmalloc(n * sizeof *back);
+  float *d = GPU->alloc(n * sizeof *d), *d2 = GPU->alloc(n * sizeof *d2);
+  GPU->to_host(back, d, n * sizeof *back);
+  int zeroed = 1;
+  for (size_t i = 0; i < n; i++) zeroed &= back[i] == 0.0f;
+  GPU->to_device(d, h, n * sizeof *h);
+  GPU->copy(d2, d, n * sizeof *d);
+  GPU->zero(d2 + 10, 20 * sizeof *d2);
+  GPU->sync();
+  GPU->set_threads(3);
+  GPU->to_host(back, d2, n * sizeof *back);
+  int moved = 1;
+  for (size_t i = 0; i < n; i++) moved &= back[i] == (i >= 10 && i < 30 ? 0.0f : h[i]);
+  printf("%-18s alloc zero-filled %s, to_device/copy/zero/to_host %s\n", "memory",
+         zeroed ? "PASS" : "FAIL", moved ? "PASS" : "FAIL");
+  CHECK(zeroed);
+  CHECK(moved);
+  GPU->free(d);
+  GPU->free(d2);
+  free(h);
+  free(back);
+}
+
+/* ---- linear ---- */
+
+static void test_linear_fwd(int n, int in, int out, int bias) {
+  float *x = rnd((size_t)n * in, -1, 1), *w = rnd((size_t)out * in, -1, 1), *b = rnd(out, -1, 1);
+  float *y[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dy = put(o, NULL, (size_t)n * out);
+    o->linear_fwd(dy, put(o, x, (size_t)n * in), put(o, w, (size_t)out * in),
+                  bias ? put(o, b, out) : NULL, n, in, out);
+    y[k] = get(o, dy, (size_t)n * out);
+    release(o);
+  }
+  compare(bias ? "linear_fwd" : "linear_fwd/nob", "y", y, (size_t)n * out, TOL_F32);
+  free(x), free(w), free(b);
+}
+
+/* want: bit 0 dx, bit 1 dw, bit 2 db. Outputs are pre-filled. */
+static void test_linear_bwd(int n, int in, int out, int want, int acc) {
+  size_t nx = (size_t)n * in, nw = (size_t)out * in;
+  float *dy = rnd((size_t)n * out, -1, 1), *x = rnd(nx, -1, 1), *w = rnd(nw, -1, 1);
+  float *dx0 = rnd(nx, -1, 1), *dw0 = rnd(nw, -1, 1), *db0 = rnd(out, -1, 1);
+  float *dx[3], *dw[3], *db[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *ddx = put(o, dx0, nx), *ddw = put(o, dw0, nw), *ddb = put(o, db0, out);
+    o->linear_bwd(want & 1 ? ddx : NULL, want & 2 ? ddw : NULL, want & 4 ? ddb : NULL,
+                  put(o, dy, (size_t)n * out), put(o, x, nx), put(o, w, nw), n, in, out, acc);
+    dx[k] = get(o, ddx, nx);
+    dw[k] = get(o, ddw, nw);
+    db[k] = get(o, ddb, out);
+    release(o);
+  }
+  const char *name = acc ? "linear_bwd/acc" : "linear_bwd";
+  compare(name, "dx", dx, nx, TOL_F32);
+  compare(name, "dw", dw, nw, TOL_F32);
+  compare(name, "db", db, out, TOL_F32);
+  free(dy), free(x), free(w), free(dx0), free(dw0), free(db0);
+}
+
+/* ---- embeddings and gathers ---- */
+
+static void test_embed(int with_types) {
+  const int npos = S + 3, ntypes = 2;
+  int32_t *ids = rnd_ids(NTOK, V), *types = rnd_ids(NTOK, ntypes);
+  ids[7] = ids[3] = ids[0]; /* duplicates for the scatter-add */
+  ids[NTOK - 1] = ids[1];
+  float *wte = rnd((size_t)V * H, -1, 1), *wpe = rnd((size_t)npos * H, -1, 1);
+  float *wtt = rnd((size_t)ntypes * H, -1, 1), *dout = rnd((size_t)NTOK * H, -1, 1);
+  float *out[3], *gte[3], *gpe[3], *gtt[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dout_d = put(o, NULL, (size_t)NTOK * H);
+    int32_t *di = put_ids(o, ids, NTOK), *dt = with_types ? put_ids(o, types, NTOK) : NULL;
+    o->embed_fwd(dout_d, di, dt, put(o, wte, (size_t)V * H), put(o, wpe, (size_t)npos * H),
+                 put(o, wtt, (size_t)ntypes * H), B, S, H, V, ntypes);
+    out[k] = get(o, dout_d, (size_t)NTOK * H);
+    /* gradient tables pre-filled with the weights: += must keep them */
+    float *dte = put(o, wte, (size_t)V * H), *dpe = put(o, wpe, (size_t)npos * H);
+    float *dtt = put(o, wtt, (size_t)ntypes * H);
+    o->embed_bwd(dte, dpe, dtt, put(o, dout, (size_t)NTOK * H), di, dt, B, S, H);
+    gte[k] = get(o, dte, (size_t)V * H);
+    gpe[k] = get(o, dpe, (size_t)npos * H);
+    gtt[k] = get(o, dtt, (size_t)ntypes * H);
+    release(o);
+  }
+  compare(with_types ? "embed_fwd" : "embed_fwd/notyp", "out", out, (size_t)NTOK * H, TOL_EXACT);
+  const char *bn = with_types ? "embed_bwd" : "embed_bwd/notyp";
+  compare(bn, "dwte", gte, (size_t)V * H, TOL_EXACT);
+  compare(bn, "dwpe", gpe, (size_t)npos * H, TOL_EXACT);
+  compare(bn, "dwtt", gtt, (size_t)ntypes * H, TOL_EXACT);
+  free(ids), free(types), free(wte), free(wpe), free(wtt), free(dout);
+}
+
+static void test_gather(void) {
+  int32_t *idx = rnd_ids(NPRED, NTOK);
+  idx[4] = idx[2] = idx[0]; /* duplicates: gather_bwd must add them in order */
+  float *x = rnd((size_t)NTOK * H, -1, 1), *dout = rnd((size_t)NPRED * H, -1, 1);
+  float *dx0 = rnd((size_t)NTOK * H, -1, 1);
+  float *out[3], *dx[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dout_d = put(o, NULL, (size_t)NPRED * H), *ddx = put(o, dx0, (size_t)NTOK * H);
+    int32_t *di = put_ids(o, idx, NPRED);
+    o->gather_fwd(dout_d, put(o, x, (size_t)NTOK * H), di, NPRED, NTOK, H);
+    o->gather_bwd(ddx, put(o, dout, (size_t)NPRED * H), di, NPRED, NTOK, H);
+    out[k] = get(o, dout_d, (size_t)NPRED * H);
+    dx[k] = get(o, ddx, (size_t)NTOK * H);
+    release(o);
+  }
+  compare("gather_fwd", "out", out, (size_t)NPRED * H, TOL_EXACT);
+  compare("gather_bwd", "dx", dx, (size_t)NTOK * H, TOL_EXACT);
+  free(idx), free(x), free(dout), free(dx0);
+}
+
+/* ---- layernorm ---- */
+
+static void test_layernorm(int n, int c) {
+  size_t nc = (size_t)n * c;
+  float *x = rnd(nc, 1, 4), *gamma = rnd(c, 0.5f, 1.5f), *beta = rnd(c, -1, 1);
+  float *dy = rnd(nc, -1, 1), *dg0 = rnd(c, -1, 1), *db0 = rnd(c, -1, 1);
+  float *out[3], *mean[3], *rstd[3], *dx[3], *dxa[3], *dg[3], *db[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dout = put(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
+    float *dx_d = put(o, x, nc), *dgam = put(o, gamma, c);
+    o->layernorm_fwd(dout, dm, dr, dx_d, dgam, put(o, beta, c), n, c, 1e-12f);
+    out[k] = get(o, dout, nc);
+    mean[k] = get(o, dm, n);
+    rstd[k] = get(o, dr, n);
+    /* the backward on the CPU's saved statistics, so both see one input */
+    o->to_device(dm, mean[0], n * sizeof(float));
+    o->to_device(dr, rstd[0], n * sizeof(float));
+    float *ddy = put(o, dy, nc), *ddx = put(o, NULL, nc);
+    float *ddg = put(o, dg0, c), *ddb = put(o, db0, c);
+    o->layernorm_bwd(ddx, ddg, ddb, ddy, dx_d, dm, dr, dgam, n, c);
+    dx[k] = get(o, ddx, nc);
+    dg[k] = get(o, ddg, c);
+    db[k] = get(o, ddb, c);
+    /* aliased dx = dy, as the model calls it; parameter grads skipped */
+    o->layernorm_bwd(ddy, NULL, NULL, ddy, dx_d, dm, dr, dgam, n, c);
+    dxa[k] = get(o, ddy, nc);
+    release(o);
+  }
+  char name[32];
+  snprintf(name, sizeof name, "layernorm c=%d", c);
+  compare(name, "out", out, nc, TOL_F32);
+  compare(name, "mean", mean, n, TOL_F32);
+  compare(name, "rstd", rstd, n, TOL_F32);
+  compare(name, "dx", dx, nc, TOL_F32);
+  compare(name, "dx=dy", dxa, nc, TOL_F32);
+  compare(name, "dgamma", dg, c, TOL_F32);
+  compare(name, "dbeta", db, c, TOL_F32);
+  free(x), free(gamma), free(beta), free(dy), free(dg0), free(db0);
+}
+
+/* ---- elementwise and dropout ---- */
+
+enum { EW_ADD, EW_SCALE, EW_GELU_FWD, EW_GELU_BWD, EW_TANH_FWD, EW_TANH_BWD };
+
+/* In place where the model calls the op in place (add out = a, scale,
+ * tanh_fwd, gelu_bwd / tanh_bwd dx = dy); gelu_fwd out of place. */
+static void test_elementwise(int op, const char *name, double tol) {
+  const size_t n = (size_t)NTOK * H + 3;
+  float *a = rnd(n, -5, 5), *b = rnd(n, -1, 1), *res[3];
+  if (op == EW_TANH_BWD) /* a is y = tanh(x), in (-1, 1) */
+    for (size_t i = 0; i < n; i++) a[i] = tanhf(a[i]);
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *da = put(o, a, n), *dbb = put(o, b, n), *dout = put(o, NULL, n), *r = da;
+    switch (op) {
+      case EW_ADD: o->add(da, da, dbb, n); break;
+      case EW_SCALE: o->scale(da, n, 0.37f); break;
+      case EW_GELU_FWD: o->gelu_fwd(dout, da, n), r = dout; break;
+      case EW_GELU_BWD: o->gelu_bwd(dbb, dbb, da, n), r = dbb; break;
+      case EW_TANH_FWD: o->tanh_fwd(da, da, n); break;
+      case EW_TANH_BWD: o->tanh_bwd(dbb, dbb, da, n), r = dbb; break;
+    }
+    res[k] = get(o, r, n);
+    release(o);
+  }
+  compare(name, "out", res, n, tol);
+  free(a), free(b);
+}
+
+static void test_dropout(int bwd, int in_place, float p) {
+  const size_t n = (size_t)NTOK * H + 3;
+  float *x = rnd(n, -1, 1), *res[3];
+  DropoutKey key = rnd_key(12345); /* odd offset: not a multiple of 4 */
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dx = put(o, x, n), *dout = in_place ? dx : put(o, NULL, n);
+    if (bwd) o->dropout_bwd(dout, dx, n, p, key);
+    else o->dropout_fwd(dout, dx, n, p, key);
+    res[k] = get(o, dout, n);
+    release(o);
+  }
+  char name[32];
+  snprintf(name, sizeof name, "%s%s p=%.1f", bwd ? "dropout_bwd" : "dropout_fwd", in_place ? "/ip" : "", p);
+  if (p > 0.0f) check_mask(name, res, n, p);
+  else {
+    int copied = memcmp(res[1], x, n * sizeof *x) == 0;
+    printf("%-18s copy    %s\n", name, copied ? "PASS" : "FAIL");
+    CHECK(copied);
+  }
+  compare(name, "out", res, n, TOL_EXACT);
+  free(x);
+}
+
+/* ---- attention ---- */
+
+/* fused: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
+ * padding mask and dropout; otherwise separate buffers, no mask, no dropout. */
+static void test_attention(int b, int s, int fused) {
+  const int ld = fused ? 3 * H : H;
+  const float p = fused ? 0.1f : 0.0f;
+  const size_t ntok = (size_t)b * s, nqkv = ntok * ld, np = (size_t)b * NH * s * s;
+  float *q = rnd(nqkv, -1, 1), *kk = rnd(nqkv, -1, 1), *v = rnd(nqkv, -1, 1);
+  float *dctx = rnd(ntok * H, -1, 1), *dq0 = rnd(nqkv, -1, 1);
+  int32_t *mask = xmalloc(ntok * sizeof *mask);
+  for (int i = 0; i < b; i++) /* sample i keeps its first s - 2 - 5i positions */
+    for (int j = 0; j < s; j++) mask[(size_t)i * s + j] = j < s - 2 - 5 * i;
+  DropoutKey key = rnd_key(777);
+  float *ctx[3], *probs[3], *dq[3], *dk[3], *dv[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dctx_out = put(o, NULL, ntok * H), *dprobs = put(o, NULL, np);
+    float *qkv = fused ? put(o, q, nqkv) : NULL;
+    const float *dqd = fused ? qkv : put(o, q, nqkv), *dkd = fused ? qkv + H : put(o, kk, nqkv);
+    const float *dvd = fused ? qkv + 2 * H : put(o, v, nqkv);
+    o->attn_fwd(dctx_out, dprobs, dqd, dkd, dvd, ld, fused ? put_ids(o, mask, ntok) : NULL, b, s,
+                NH, HD, p, key);
+    ctx[k] = get(o, dctx_out, ntok * H);
+    probs[k] = get(o, dprobs, np);
+    /* the backward on the CPU's probabilities; gradients pre-filled, as
+     * they must be overwritten */
+    o->to_device(dprobs, probs[0], np * sizeof(float));
+    float *g1 = put(o, dq0, nqkv), *g2 = fused ? g1 : put(o, dq0, nqkv);
+    float *g3 = fused ? g1 : put(o, dq0, nqkv);
+    float *gq = g1, *gk = fused ? g1 + H : g2, *gv = fused ? g1 + 2 * H : g3;
+    o->attn_bwd(gq, gk, gv, put(o, dctx, ntok * H), dprobs, dqd, dkd, dvd, ld, b, s, NH, HD, p,
+                key);
+    dq[k] = get(o, g1, nqkv);
+    dk[k] = get(o, g2, nqkv);
+    dv[k] = get(o, g3, nqkv);
+    release(o);
+  }
+  char name[32];
+  snprintf(name, sizeof name, "attn%s S=%d", fused ? "/fused" : "", s);
+  compare(name, "probs", probs, np, TOL_F32);
+  compare(name, "ctx", ctx, ntok * H, TOL_F32);
+  if (fused) {
+    compare(name, "dqkv", dq, nqkv, TOL_F32); /* all three are thirds of this one */
+    for (int k = 0; k < 3; k++) free(dk[k]), free(dv[k]);
+  } else {
+    compare(name, "dq", dq, nqkv, TOL_F32);
+    compare(name, "dk", dk, nqkv, TOL_F32);
+    compare(name, "dv", dv, nqkv, TOL_F32);
+  }
+  free(q), free(kk), free(v), free(dctx), free(dq0), free(mask);
+}
+
+/* ---- cross-entropy ---- */
+
+/* labels: -1 on every 4th row; on every 3rd row the label's logit is the
+ * row maximum (correct), on rows 1 mod 5 the maximum is tied between an
+ * index below the label and the label (first argmax: not correct). */
+static void test_xent(int n, int v, int all_ignored) {
+  size_t nv = (size_t)n * v;
+  float *logits = rnd(nv, -3, 3);
+  int32_t *labels = rnd_ids(n, v);
+  for (int i = 0; i < n; i++) {
+    float *row = logits + (size_t)i * v;
+    if (i % 3 == 0) row[labels[i]] = 5.0f;
+    if (i % 5 == 1 && labels[i] > 0) row[labels[i]] = row[labels[i] / 2] = 6.0f;
+    if (i % 4 == 2 || all_ignored) labels[i] = -1;
+  }
+  float *out[3], *dl[3], *dla[3];
+  float scale = 1.0f;
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dlog = put(o, logits, nv), *dout = put(o, NULL, 3), *dgrad = put(o, logits, nv);
+    int32_t *dlab = put_ids(o, labels, n);
+    o->xent_fwd(dout, dlog, dlab, n, v);
+    out[k] = get(o, dout, 3);
+    if (k == 0) scale = out[0][2] > 0 ? 1.0f / out[0][2] : 1.0f;
+    o->xent_bwd(dgrad, dlog, dlab, n, v, scale);
+    dl[k] = get(o, dgrad, nv);
+    o->xent_bwd(dlog, dlog, dlab, n, v, scale); /* in place, as the CLS head */
+    dla[k] = get(o, dlog, nv);
+    release(o);
+  }
+  char name[32];
+  snprintf(name, sizeof name, "xent%s v=%d", all_ignored ? "/none" : "", v);
+  int counts_equal = out[1][1] == out[0][1] && out[1][2] == out[0][2] &&
+                     out[2][1] == out[1][1] && out[2][2] == out[1][2];
+  printf("%-18s counts  cpu %g/%g gpu %g/%g (correct/counted)  %s\n", name, out[0][1], out[0][2],
+         out[1][1], out[1][2], counts_equal ? "PASS" : "FAIL");
+  CHECK(counts_equal);
+  if (!all_ignored) CHECK(out[0][1] > 0 && out[0][1] < out[0][2]); /* the test means something */
+  float *loss[3];
+  for (int k = 0; k < 3; k++) {
+    loss[k] = xmalloc(sizeof(float));
+    loss[k][0] = out[k][0];
+    free(out[k]);
+  }
+  compare(name, "loss", loss, 1, TOL_F32);
+  compare(name, "dlogits", dl, nv, TOL_F32);
+  compare(name, "dl=l", dla, nv, TOL_F32);
+  free(logits), free(labels);
+}
+
+/* ---- optimizer ---- */
+
+static void test_optimizer(int lamb, int bias_correction, size_t big) {
+  /* gaps between the ranges and after them must stay untouched */
+  ParamRange r[3] = {{0, 1000, 1}, {1100, 3000, 0}, {4200, big, 1}};
+  const size_t n = 4200 + big + 50;
+  float *w0 = rnd(n, -1, 1), *g1 = rnd(n, -1, 1), *g2 = rnd(n, -1, 1);
+  OptParams o1 = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.5f, 1, bias_correction};
+  OptParams o2 = o1;
+  o2.step = 2;
+  o2.grad_scale = 1.0f;
+  float *w[3], *m[3], *v[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dw = put(o, w0, n), *dm = put(o, NULL, n), *dv = put(o, NULL, n);
+    float *dg1 = put(o, g1, n), *dg2 = put(o, g2, n);
+    if (lamb) {
+      o->lamb(dw, dg1, dm, dv, r, 3, &o1);
+      o->lamb(dw, dg2, dm, dv, r, 3, &o2);
+    } else {
+      o->adamw(dw, dg1, dm, dv, r, 3, &o1);
+      o->adamw(dw, dg2, dm, dv, r, 3, &o2);
+    }
+    w[k] = get(o, dw, n);
+    m[k] = get(o, dm, n);
+    v[k] = get(o, dv, n);
+    release(o);
+  }
+  int gaps = 1;
+  for (size_t i = 0; i < n; i++) {
+    int inside = i < 1000 || (i >= 1100 && i < 4100) || (i >= 4200 && i < 4200 + big);
+    if (!inside) gaps &= w[1][i] == w0[i] && m[1][i] == 0.0f && v[1][i] == 0.0f;
+  }
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", lamb ? "lamb" : "adamw", bias_correction ? "" : "/nobc");
+  printf("%-18s gaps    untouched  %s\n", name, gaps ? "PASS" : "FAIL");
+  CHECK(gaps);
+  compare(name, "w", w, n, TOL_F32);
+  compare(name, "m", m, n, TOL_F32);
+  compare(name, "v", v, n, TOL_F32);
+  free(w0), free(g1), free(g2);
+}
+
+static void test_sumsq(size_t n) {
+  float *x = rnd(n, -1, 1), *res[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *out = put(o, NULL, 1);
+    o->sumsq(out, put(o, x, n), n);
+    res[k] = get(o, out, 1);
+    release(o);
+  }
+  char name[32];
+  snprintf(name, sizeof name, "sumsq n=%zu", n);
+  compare(name, "out", res, 1, TOL_F32);
+  free(x);
+}
+
+/* ---- bad ids found on the device ---- */
+
+typedef struct BadCall {
+  int xent;
+  float *out, *x;
+  int32_t *idx;
+} BadCall;
+
+static void bad_call(void *arg) {
+  BadCall *c = arg;
+  if (c->xent) GPU->xent_fwd(c->out, c->x, c->idx, 4, 5);
+  else GPU->gather_fwd(c->out, c->x, c->idx, 4, 5, 2);
+  GPU->sync();
+}
+
+static void test_bad_ids(int xent) {
+  int32_t ids[4] = {0, 3, xent ? 5 : 7, 1};
+  float zeros[20] = {0};
+  BadCall c = {xent, put(GPU, NULL, 20), put(GPU, zeros, 20), put_ids(GPU, ids, 4)};
+  char msg[512] = "";
+  int died = die_catch(bad_call, &c, msg, sizeof msg) != 0;
+  const char *op = xent ? "xent_fwd" : "gather_fwd";
+  int named = strstr(msg, op) && strstr(msg, xent ? "label 5" : "row 7");
+  printf("%-18s bad id  dies: \"%s\"  %s\n", op, msg, died && named ? "PASS" : "FAIL");
+  CHECK(died);
+  CHECK(named);
+  release(GPU);
+  GPU->sync(); /* the record was cleared: nothing more to report */
+}
+
+int main(void) {
+  char why[256] = "";
+  int count = cuda_device_count(why, sizeof why);
+  if (count < 1) {
+    printf("skipped: no CUDA device (%s)\n", count < 0 ? why : "cudaGetDeviceCount found none");
+    return 77;
+  }
+  uint64_t seed;
+  const char *env = getenv("BERTRAIN_TEST_SEED");
+  if (env) seed = strtoull(env, NULL, 10);
+  else {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    seed = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  }
+  printf("seed %llu (BERTRAIN_TEST_SEED=%llu repeats this run)\n", (unsigned long long)seed,
+         (unsigned long long)seed);
+  rng_init(&R, seed, 0x0c0da, 0);
+  CPU = ops_cpu();
+  GPU = ops_cuda();
+
+  test_memory();
+  test_linear_fwd(NTOK, H, 3 * H, 1);
+  test_linear_fwd(NPRED, H, V, 0);
+  test_linear_fwd(NTOK, FFN, H, 1);
+  test_linear_bwd(NTOK, H, FFN, 7, 1);
+  test_linear_bwd(NTOK, FFN, H, 7, 0);
+  test_linear_bwd(NPRED, H, V, 2 | 4, 0);
+  test_linear_bwd(B, H, 3, 1, 0);
+  test_embed(1);
+  test_embed(0);
+  test_gather();
+  test_layernorm(NTOK, H);
+  test_layernorm(7, 300); /* rows longer than a block */
+  test_elementwise(EW_ADD, "add", TOL_EXACT);
+  test_elementwise(EW_SCALE, "scale", TOL_EXACT);
+  test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32);
+  test_elementwise(EW_GELU_BWD, "gelu_bwd", TOL_F32);
+  test_elementwise(EW_TANH_FWD, "tanh_fwd", TOL_F32);
+  test_elementwise(EW_TANH_BWD, "tanh_bwd", TOL_F32);
+  test_dropout(0, 0, 0.1f);
+  test_dropout(0, 1, 0.1f);
+  test_dropout(1, 1, 0.3f);
+  test_dropout(0, 0, 0.0f);
+  test_attention(B, S, 1);
+  test_attention(2, 150, 0); /* rows longer than a block */
+  test_xent(40, V, 0);
+  test_xent(7, 1000, 0);
+  test_xent(5, V, 1);
+  test_optimizer(0, 1, 5000);
+  test_optimizer(1, 1, 5000);
+  test_optimizer(1, 0, ((size_t)1 << 20) + 5000); /* more norm partials than threads */
+  test_sumsq(5331);
+  test_sumsq(((size_t)1 << 20) + 4097);
+  test_sumsq(0);
+  test_bad_ids(0);
+  test_bad_ids(1);
+  return test_finish();
+}
