@@ -2,6 +2,7 @@
 # The GPU checks in one run, for a machine with a GPU (e.g. the lent H100):
 #   scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]
 # 1. bertrain version (sees the GPU?)       2. tests/test_ops_cuda: every op vs the CPU
+#    (again under compute-sanitizer memcheck when it is installed)
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
 # 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
 # 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions
@@ -9,7 +10,8 @@
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
 # check failed. BUILD_DIR is a CUDA build (cmake -DBERTRAIN_CUDA=ON) made for this
-# machine's GPU architecture (CMAKE_CUDA_ARCHITECTURES, default 80;90).
+# machine's GPU architecture (CMAKE_CUDA_ARCHITECTURES, default 80;90), or the
+# .gpu/bin that scripts/gpu-prepare.sh makes: bertrain and tests/test_ops_cuda.
 set -u
 [ $# -ge 2 ] || { echo "usage: scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -43,6 +45,8 @@ step version 60 "$BERTRAIN" version
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader > "$LOG/gpu.txt" 2>&1
 step ops 180 env BERTRAIN_CUDA_SYNC=1 bash -c "cd '$SRC/tests' && exec '$BUILD/tests/test_ops_cuda'"
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+[ -n "$SAN" ] && step memcheck 180 bash -c "cd '$SRC/tests' && exec '$SAN' --tool memcheck --error-exitcode 9 '$BUILD/tests/test_ops_cuda'"
 step train 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_train_cuda.sh'"
 step reference 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
 for m in mini base; do
@@ -54,7 +58,7 @@ done
 echo
 echo "GPU: $(cat "$LOG/gpu.txt" 2>/dev/null || echo '?')"
 printf '%s\n' "${ROWS[@]}"
-for f in ops train reference; do grep -h "max relative\|FAIL\|SKIP" "$LOG/$f.log" 2>/dev/null | head -5; done
+for f in ops memcheck train reference; do grep -h "max relative\|FAIL\|SKIP\|ERROR SUMMARY" "$LOG/$f.log" 2>/dev/null | head -5; done
 echo "throughput, batch 64 x 128 (sequences/s):"
 for m in mini base; do
   printf '  bertrain bert-%-5s fp32  %s\n' $m "$(grep -o '[0-9.]* sequences/s' "$LOG/bench-$m.log" 2>/dev/null || echo '-')"

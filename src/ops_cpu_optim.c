@@ -5,26 +5,8 @@
 #include <stdlib.h>
 
 #include "ops_cpu_internal.h"
+#include "optim_moments.h"
 #include "util.h"
-
-/* Per-step constants shared by AdamW and LAMB. */
-typedef struct Moments {
-  float b1, b2, one_b1, one_b2, gs, c1, c2;
-} Moments;
-
-static Moments moments(const OptParams *o, const char *op) {
-  if (o->bias_correction && o->step < 1) die("ops: %s: step must be at least 1 (got %d)", op, o->step);
-  if (!(o->grad_scale > 0.0f)) die("ops: %s: grad_scale must be positive (got %g; 1 = no scaling)", op, o->grad_scale);
-  Moments k;
-  k.b1 = o->beta1;
-  k.b2 = o->beta2;
-  k.one_b1 = 1.0f - o->beta1;
-  k.one_b2 = 1.0f - o->beta2;
-  k.gs = o->grad_scale;
-  k.c1 = o->bias_correction ? (float)(1.0 - pow(o->beta1, o->step)) : 1.0f;
-  k.c2 = o->bias_correction ? (float)(1.0 - pow(o->beta2, o->step)) : 1.0f;
-  return k;
-}
 
 static inline void update_moments(const Moments *k, float g, float *m, float *v) {
   g *= k->gs;
@@ -34,7 +16,7 @@ static inline void update_moments(const Moments *k, float g, float *m, float *v)
 
 void cpu_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
-  Moments k = moments(o, "adamw");
+  Moments k = optim_moments(o, "adamw");
   const float step_size = (float)((double)o->lr / k.c1), sqrt_c2 = sqrtf(k.c2), eps = o->eps;
   const float shrink = 1.0f - o->lr * o->weight_decay;
   for (int t = 0; t < nr; t++) {
@@ -56,7 +38,7 @@ static inline float lamb_update(const Moments *k, float m, float v, float w, flo
 
 void cpu_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
               const OptParams *o) {
-  Moments k = moments(o, "lamb");
+  Moments k = optim_moments(o, "lamb");
   size_t most = 0;
   for (int t = 0; t < nr; t++) most = r[t].count > most ? r[t].count : most;
   double *part = xmalloc(2 * (n_blocks(most, SUM_BLOCK) + 1) * sizeof *part);

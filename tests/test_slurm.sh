@@ -49,7 +49,8 @@ xz -dc "$SRC/data/sample/MRPC/train.tsv.xz" | head -97 > mrpc/train.tsv
 xz -dc "$SRC/data/sample/MRPC/dev.tsv.xz" | head -65 > mrpc/dev.tsv
 FT=(--set "finetune.data=$T_DIR/mrpc" --set finetune.epochs=2 --set finetune.batch_size=16
     --set finetune.seq_length=32 --set finetune.baseline=true)
-SB=(--parsable --ntasks-per-node=2 --cpus-per-task=1)
+# The scripts' --signal=B:USR1@600 would signal a 5-minute job at once.
+SB=(--parsable --ntasks-per-node=2 --cpus-per-task=1 --signal=B:USR1@30)
 
 job_field() { # job_field ID FIELD: from 'scontrol show job' (ended jobs are kept)
   scontrol show job "$1" 2>/dev/null | grep -o "\b$2=[^ ]*" | head -1 | cut -d= -f2

@@ -1,0 +1,34 @@
+/* The per-step constants of AdamW and LAMB (ops.h's OptParams), computed on
+ * the host once per step, the same way for the CPU and the CUDA backends so
+ * that both apply the same bias correction. C and C++ (CUDA) alike; in C++
+ * include it inside extern "C" {} after <math.h>. */
+#ifndef BERTRAIN_OPTIM_MOMENTS_H
+#define BERTRAIN_OPTIM_MOMENTS_H
+
+#include <math.h>
+
+#include "ops.h"
+#include "util.h"
+
+typedef struct Moments {
+  float b1, b2, one_b1, one_b2, gs, c1, c2;
+} Moments;
+
+/* Dies naming op on a step below 1 (with bias correction) or a grad_scale
+ * that is not positive. */
+static inline Moments optim_moments(const OptParams *o, const char *op) {
+  if (o->bias_correction && o->step < 1) die("ops: %s: step must be at least 1 (got %d)", op, o->step);
+  if (!(o->grad_scale > 0.0f))
+    die("ops: %s: grad_scale must be positive (got %g; 1 = no scaling)", op, o->grad_scale);
+  Moments k;
+  k.b1 = o->beta1;
+  k.b2 = o->beta2;
+  k.one_b1 = 1.0f - o->beta1;
+  k.one_b2 = 1.0f - o->beta2;
+  k.gs = o->grad_scale;
+  k.c1 = o->bias_correction ? (float)(1.0 - pow(o->beta1, o->step)) : 1.0f;
+  k.c2 = o->bias_correction ? (float)(1.0 - pow(o->beta2, o->step)) : 1.0f;
+  return k;
+}
+
+#endif
