@@ -46,13 +46,22 @@ extern "C" void comm_nccl_start(const void *id, int rank, int size) {
   cuda_check(cudaEventCreateWithFlags(&g_reduced, cudaEventDisableTiming), "cudaEventCreate");
 }
 
-extern "C" void comm_nccl_allreduce_sum_f32(float *buf, size_t n) {
+extern "C" void comm_nccl_allreduce_start_f32(float *buf, size_t n) {
   if (!g_comm) die("nccl: all-reduce before comm_nccl_start (rank %d)", g_rank);
   cuda_check(cudaEventRecord(g_grads_ready, 0), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(g_stream, g_grads_ready, 0), "cudaStreamWaitEvent");
   nccl_check(ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, g_comm, g_stream), "ncclAllReduce", n);
+}
+
+extern "C" void comm_nccl_allreduce_wait(void) {
+  if (!g_comm) return;
   cuda_check(cudaEventRecord(g_reduced, g_stream), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(0, g_reduced, 0), "cudaStreamWaitEvent");
+}
+
+extern "C" void comm_nccl_allreduce_sum_f32(float *buf, size_t n) {
+  comm_nccl_allreduce_start_f32(buf, n);
+  comm_nccl_allreduce_wait();
 }
 
 extern "C" void comm_nccl_stop(void) {

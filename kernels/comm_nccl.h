@@ -22,6 +22,10 @@ void comm_nccl_start(const void *id, int rank, int size);
  * all work queued on the default stream and before any work queued there
  * afterwards (the optimizer step). */
 void comm_nccl_allreduce_sum_f32(float *buf, size_t n);
+/* The same in two halves: start queues the sum (after the work queued so
+ * far) and returns; wait orders the default stream after every sum started. */
+void comm_nccl_allreduce_start_f32(float *buf, size_t n);
+void comm_nccl_allreduce_wait(void);
 /* Destroys the communicator (no-op when none). */
 void comm_nccl_stop(void);
 

@@ -10,6 +10,7 @@
 
 #include "batch_loader.h"
 #include "comm.h"
+#include "grad_buckets.h"
 #include "commands.h"
 #include "model.h"
 #include "prefetch.h"
@@ -73,6 +74,7 @@ typedef struct Bench {
   ModelOptKind kind;
   CommInfo ci;
   int batch;         /* per rank */
+  double bucket_mb;  /* > 0: overlap the all-reduce with the backward */
   Prefetcher *pf;    /* NULL: the synthetic batch */
   const Batch *synth;
   BenchTimes t;
@@ -108,17 +110,25 @@ static double train_step(Bench *b, int step, int last, int timed) {
   t0 = now_seconds();
   model_zero_grad(b->m);
   DropoutCtx d = {1, (uint32_t)step, (uint64_t)b->ci.rank * (uint64_t)b->batch};
+  int overlap = b->bucket_mb > 0 && b->ci.size > 1;
+  GradBuckets gb;
+  if (overlap) grad_buckets_begin(&gb, b->m, b->bucket_mb);
   model_forward_backward(b->m, &batch, 1, d, 1.0f / (float)b->ci.size, &st);
   b->ops->sync();
   add_time(&b->t.compute, t0, timed);
-  /* Timed apart, so that the all-reduce figure is the transfer alone. */
-  t0 = now_seconds();
-  comm_barrier();
-  add_time(&b->t.imbalance, t0, timed);
-  t0 = now_seconds();
-  float *g = model_grads_dev(b->m);
-  size_t n = model_buffer_size(b->m);
-  comm_allreduce_sum_f32(g, n);
+  if (overlap) {
+    /* What is left of the all-reduce after the backward (no barrier: the
+     * wait for the slowest rank is part of it then). */
+    t0 = now_seconds();
+    grad_buckets_end(&gb, b->m);
+  } else {
+    /* Timed apart, so that the all-reduce figure is the transfer alone. */
+    t0 = now_seconds();
+    comm_barrier();
+    add_time(&b->t.imbalance, t0, timed);
+    t0 = now_seconds();
+    comm_allreduce_sum_f32(model_grads_dev(b->m), model_buffer_size(b->m));
+  }
   b->ops->sync();
   add_time(&b->t.comm, t0, timed);
   t0 = now_seconds();
@@ -186,7 +196,7 @@ static void report(const Bench *b, double *ms, int steps, double flops, double l
 
 static int run(int argc, char **argv) {
   Config cfg;
-  const char *device = "cpu", *opt_name = "adamw", *data = NULL;
+  const char *device = "cpu", *opt_name = "adamw", *data = NULL, *bucket = "0";
   int batch = 32, seq = -1, pred = -1, steps = 10, warmup = 2, vocab = -1, threads = 0;
   CliOpt opts[] = {
     {"device", OPT_STRING, &device},   {"batch", OPT_INT, &batch},
@@ -194,6 +204,7 @@ static int run(int argc, char **argv) {
     {"steps", OPT_INT, &steps},        {"warmup", OPT_INT, &warmup},
     {"vocab-size", OPT_INT, &vocab},   {"threads", OPT_INT, &threads},
     {"optimizer", OPT_STRING, &opt_name}, {"data", OPT_STRING, &data},
+    {"bucket-mb", OPT_STRING, &bucket},
   };
   int first = cli_parse(&CMD_BENCH, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
   if (first < argc) die("bench: unexpected argument '%s'", argv[first]);
@@ -203,6 +214,8 @@ static int run(int argc, char **argv) {
     die("bench: --optimizer must be adamw or lamb (got '%s')", opt_name);
   Bench b = {.kind = kind, .ci = comm_init(), .batch = batch};
   b.ops = select_ops(device, 0);
+  if (parse_double(bucket, &b.bucket_mb) != 0 || !(b.bucket_mb >= 0))
+    die("bench: --bucket-mb must be a number >= 0 (got '%s')", bucket);
   BatchLoader *loader = data ? open_data(data, &seq, &pred, &vocab) : NULL;
   if (seq < 0) seq = cfg.data.seq_length;
   if (pred < 0) pred = cfg.data.max_predictions;
@@ -269,7 +282,7 @@ const Command CMD_BENCH = {
   "bench", "time full pre-training steps on synthetic data or shards, on 1 or more MPI ranks",
   "usage: bertrain bench --config MODEL.ini [--device cpu|cuda|auto] [--batch N] [--seq N] [--pred N]\n"
   "                      [--steps N] [--warmup N] [--vocab-size N] [--threads N]\n"
-  "                      [--optimizer adamw|lamb] [--data DIR]\n"
+  "                      [--optimizer adamw|lamb] [--data DIR] [--bucket-mb X]\n"
   "       mpirun -np R bertrain bench ...   (R data-parallel ranks)\n\n"
   "Builds the model of the [model] section with random weights and times full\n"
   "pre-training steps as 'bertrain pretrain' runs them on each rank: forward and\n"
@@ -292,6 +305,9 @@ const Command CMD_BENCH = {
   "                     with --data the shards' vocabulary size)\n"
   "  --threads N        CPU threads per rank (default OMP_NUM_THREADS, else the\n"
   "                     node's cores shared among its ranks)\n"
+  "  --bucket-mb X      all-reduce the gradients in buckets of at least X MB\n"
+  "                     during the backward (pretrain.allreduce_bucket_mb);\n"
+  "                     0 (default): one all-reduce after it\n"
   "  --optimizer NAME   adamw (default) or lamb\n"
   "  --data DIR         read the batches from DIR/shard-*.h5 instead\n",
   run, 1,

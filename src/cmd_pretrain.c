@@ -28,6 +28,7 @@
 #include "commands.h"
 #include "coordinator.h"
 #include "finetune.h"
+#include "grad_buckets.h"
 #include "model.h"
 #include "params.h"
 #include "prefetch.h"
@@ -236,8 +237,11 @@ static Acc compute_step(Trainer *tr, int64_t s, int save_due) {
   Acc a;
   memset(&a, 0, sizeof a);
   model_zero_grad(tr->m);
+  int overlap = tr->c->pretrain.bucket_mb > 0 && tr->ci.size > 1;
+  GradBuckets gb;
   for (int k = 0; k < tr->accum; k++) {
     const LoadedBatch *lb = prefetch_take(tr->pf, &tr->tm.wait);
+    if (overlap && k == tr->accum - 1) grad_buckets_begin(&gb, tr->m, tr->c->pretrain.bucket_mb);
     request_after(tr, s, k);
     double t0 = now_seconds();
     Batch b = {lb->n, lb->S, lb->P, lb->input_ids, lb->segment_ids, lb->input_mask,
@@ -254,9 +258,14 @@ static Acc compute_step(Trainer *tr, int64_t s, int save_due) {
     tr->tm.compute += now_seconds() - t0;
   }
   double t0 = now_seconds();
-  float *g = model_grads_dev(tr->m);
-  size_t n = model_buffer_size(tr->m);
-  comm_allreduce_sum_f32(g, n);
+  if (overlap) {
+    grad_buckets_end(&gb, tr->m);
+    if (s == tr->step0 + 1)
+      info("pretrain: the gradient all-reduce runs in %d bucket%s of at least %g MB during the "
+           "backward", gb.buckets, gb.buckets == 1 ? "" : "s", tr->c->pretrain.bucket_mb);
+  } else {
+    comm_allreduce_sum_f32(model_grads_dev(tr->m), model_buffer_size(tr->m));
+  }
   if (s == tr->nan_step && tr->ci.rank == tr->ci.size - 1) a.v[A_LOSS] = NAN;
   a.v[A_STOP] = g_stop_signal != 0;
   a.v[A_SAVE] = save_due;

@@ -25,6 +25,12 @@ CommInfo comm_info(void);
 /* buf[i] = sum over ranks of buf[i], in place, identical on every rank.
  * buf is a model buffer (model_grads_dev): device memory on GPU backends. */
 void comm_allreduce_sum_f32(float *buf, size_t n);
+/* The same sum, started now and left to run (MPI_Iallreduce, or NCCL on its
+ * own stream) while the caller goes on, e.g. with the backward of earlier
+ * layers; buf must not be touched until comm_allreduce_wait, which waits
+ * for every sum started. Each call also lets the earlier ones progress. */
+void comm_allreduce_start_f32(float *buf, size_t n);
+void comm_allreduce_wait(void);
 /* GPU runs: from now on comm_allreduce_sum_f32 takes device buffers and
  * sums them with NCCL, one communicator for the run (its unique id made on
  * rank 0 and broadcast over MPI). Every rank calls it once, after its

@@ -80,6 +80,43 @@ void comm_allreduce_sum_f32(float *buf, size_t n) {
   }
 }
 
+/* The sums comm_allreduce_start_f32 has started. */
+static MPI_Request *g_reqs;
+static int g_nreqs;
+static size_t g_reqs_cap;
+
+void comm_allreduce_start_f32(float *buf, size_t n) {
+  if (!multi()) return;
+#ifdef BERTRAIN_HAVE_CUDA
+  if (g_nccl) {
+    comm_nccl_allreduce_start_f32(buf, n);
+    return;
+  }
+#endif
+  for (size_t done = 0; done < n;) {
+    size_t k = n - done < MAX_COUNT ? n - done : MAX_COUNT;
+    grow((void **)&g_reqs, &g_reqs_cap, (size_t)g_nreqs + 1, sizeof *g_reqs);
+    check(MPI_Iallreduce(MPI_IN_PLACE, buf + done, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                         &g_reqs[g_nreqs++]), "MPI_Iallreduce of a gradient bucket");
+    done += k;
+  }
+  /* Open MPI moves non-blocking collectives on only inside MPI calls. */
+  int flag;
+  check(MPI_Testall(g_nreqs, g_reqs, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+}
+
+void comm_allreduce_wait(void) {
+  if (!multi()) return;
+#ifdef BERTRAIN_HAVE_CUDA
+  if (g_nccl) {
+    comm_nccl_allreduce_wait();
+    return;
+  }
+#endif
+  check(MPI_Waitall(g_nreqs, g_reqs, MPI_STATUSES_IGNORE), "MPI_Waitall of the gradient buckets");
+  g_nreqs = 0;
+}
+
 void comm_allreduce_sum_f64(double *buf, int n) {
   if (!multi()) return;
   check(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),

@@ -98,6 +98,8 @@ static const Key KEYS[] = {
    "optimizer (beta1 0.9, beta2 0.999, eps 1e-6, bias correction)"},
   {"pretrain", "weight_decay", K_FLOAT, OFF(pretrain.weight_decay), "0.01", 0, 10, NULL,
    "decoupled weight decay of matrices (not biases or LayerNorm)"},
+  {"pretrain", "allreduce_bucket_mb", K_FLOAT, OFF(pretrain.bucket_mb), "0", 0, 1e6, NULL,
+   "0: all-reduce the gradients in one call after the backward; > 0: in buckets of at least this many MB, each started as soon as the backward has finished it, so that the transfer overlaps the rest of the backward (e.g. 25 on GPUs)"},
   {"pretrain", "max_grad_norm", K_FLOAT, OFF(pretrain.max_grad_norm), "1.0", 0, 1e30, NULL,
    "clip gradients to this global norm; 0 = no clipping"},
   {"pretrain", "log_every", K_INT, OFF(pretrain.log_every), "10", 1, 2000000000, NULL,

@@ -48,6 +48,7 @@ typedef struct Config {
     char *optimizer;      /* adamw | lamb */
     double weight_decay;
     double max_grad_norm; /* clip the global gradient norm; 0 = no clipping */
+    double bucket_mb;     /* > 0: all-reduce gradient buckets during the backward */
     int log_every;        /* steps between progress lines */
   } pretrain;
   struct {

@@ -68,6 +68,24 @@ static void find_offsets(Model *m) {
 }
 
 /* The tensors a mode trains: BertModel plus its own head. */
+/* Where each encoder layer's tensors start in the buffer (they are added
+ * layer by layer, after the embeddings), and where the pooler and heads
+ * start after them. */
+static void find_parts(Model *m) {
+  const ParamTable *t = m->t;
+  m->part = xcalloc((size_t)m->L + 1, sizeof *m->part);
+  int i = 0;
+  for (int l = 0; l < m->L; l++) {
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "bert.encoder.layer.%d.", l);
+    while (i < t->n && strncmp(t->p[i].name, prefix, strlen(prefix)) != 0) i++;
+    if (i == t->n) die("model: no tensors of encoder layer %d in the parameter table", l);
+    m->part[l] = t->p[i].offset;
+  }
+  while (i < t->n && strncmp(t->p[i].name, "bert.encoder.layer.", 19) == 0) i++;
+  m->part[m->L] = i < t->n ? t->p[i].offset : t->size;
+}
+
 static void build_ranges(Model *m) {
   ParamPart head = m->o.mode == MODEL_PRETRAIN ? PART_PRETRAIN : PART_CLASSIFIER;
   m->ranges = xcalloc((size_t)m->t->n, sizeof *m->ranges);
@@ -213,6 +231,7 @@ Model *model_new(const Ops *ops, const ParamTable *t, const ModelOpts *o) {
   m->ncls = o->mode == MODEL_PRETRAIN ? 2 : s->num_labels;
   find_offsets(m);
   build_ranges(m);
+  find_parts(m);
   alloc_buffers(m);
   return m;
 }
@@ -223,6 +242,7 @@ void model_free(Model *m) {
   free(m->allocs);
   free(m->lay);
   free(m->ranges);
+  free(m->part);
   free(m->act);
   free(m->hidden);
   free(m->h_cls_idx);
@@ -340,7 +360,20 @@ void model_forward_backward(Model *m, const Batch *b, int train, DropoutCtx d, f
   if (!train || mlm_count + cls_count == 0) return;
   m->ops->zero(m->dh, (size_t)m->B * m->S * m->H * sizeof(float));
   heads_backward(m, loss_weight, mlm_count, cls_count);
+  model_grads_ready(m, m->L);
   encoder_backward(m);
+}
+
+void model_set_grad_hook(Model *m, GradReadyFn fn, void *ctx) {
+  m->grad_ready = fn;
+  m->grad_ready_ctx = ctx;
+}
+
+void model_grads_ready(Model *m, int part) {
+  if (!m->grad_ready) return;
+  size_t lo = part < 0 ? 0 : m->part[part];
+  size_t hi = part < 0 ? m->part[0] : part < m->L ? m->part[part + 1] : m->t->size;
+  m->grad_ready(m->grad_ready_ctx, lo, hi - lo);
 }
 
 /* ---- outputs ---- */

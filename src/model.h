@@ -145,6 +145,16 @@ void model_grads_to_host(const Model *m, float *host);
 
 /* Device buffers (params_size floats each) for collective operations, e.g.
  * an all-reduce of the gradients or a broadcast of the parameters. */
+/* For overlapping the gradient all-reduce with the backward: while a hook
+ * is set, each train call of model_forward_backward calls fn(ctx, offset,
+ * count) as soon as the gradients [offset, offset + count) of the buffer are
+ * final for the call (queued, on GPUs): the pooler and heads first, then
+ * each encoder layer from the last to the first, then the embeddings (the
+ * word embeddings, tied to the MLM decoder, are final only then). The
+ * ranges are adjacent and cover the buffer. fn NULL removes the hook. */
+typedef void (*GradReadyFn)(void *ctx, size_t offset, size_t count);
+void model_set_grad_hook(Model *m, GradReadyFn fn, void *ctx);
+
 float *model_params_dev(Model *m);
 float *model_grads_dev(Model *m);
 size_t model_buffer_size(const Model *m); /* floats */

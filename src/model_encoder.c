@@ -98,7 +98,10 @@ void encoder_backward(Model *m) {
   const Ops *o = m->ops;
   const TopOff *t = &m->top;
   int B = m->B, S = m->S, H = m->H, n = B * S;
-  for (int l = m->L - 1; l >= 0; l--) layer_backward(m, l);
+  for (int l = m->L - 1; l >= 0; l--) {
+    layer_backward(m, l);
+    model_grads_ready(m, l);
+  }
   if (m->p_hid > 0.0f)
     o->dropout_bwd(m->dh, m->dh, (size_t)n * H, m->p_hid,
                    model_drop_key(m, DROP_EMB, (uint64_t)S * H));
@@ -110,4 +113,5 @@ void encoder_backward(Model *m) {
   if (pad) o->copy(m->pad_row, pad, (size_t)H * sizeof(float));
   o->embed_bwd(G(m, t->wte), G(m, t->wpe), G(m, t->wtt), m->dh, m->ids, m->types, B, S, H);
   if (pad) o->copy(pad, m->pad_row, (size_t)H * sizeof(float));
+  model_grads_ready(m, -1);
 }

@@ -46,6 +46,11 @@ struct Model {
   float *params, *grads, *m, *v; /* device, t->size floats (grads/m/v: training) */
   ParamRange *ranges;            /* the tensors model_step updates */
   int nranges;
+  /* The buffer's parts in backward order: [0, part[0]) embeddings,
+   * [part[l], part[l+1]) encoder layer l, [part[L], size) pooler and heads. */
+  size_t *part;
+  GradReadyFn grad_ready;
+  void *grad_ready_ctx;
 
   /* current call */
   int B, S, P;
@@ -88,6 +93,9 @@ DropoutKey model_drop_key(const Model *m, uint32_t tensor, uint64_t per_sample);
 /* model_encoder.c */
 void encoder_forward(Model *m);
 void encoder_backward(Model *m); /* from m->dh = d(sequence output) */
+/* Calls the gradient hook, if set, for part -1 (embeddings), 0..L-1 (a
+ * layer) or L (pooler and heads). */
+void model_grads_ready(Model *m, int part);
 
 /* model_heads.c: forward returns nothing; backward adds into m->dh (zeroed
  * by the caller) and scales by loss_weight / count. */
