@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # slurm/pretrain.sbatch against a real single-node Slurm (scripts/local-slurm.sh,
 # brought up here and brought down at the end, pass or fail), 2 tasks on the CPU:
-#  (a) the job completes; milestone checkpoints, the inline fine-tuning jobs
-#      and the report exist;
+#  (a) configs/demo.ini scaled down: the job completes; milestone
+#      checkpoints, the inline fine-tuning jobs and the report exist;
 #  (b) with finetune.launcher=slurm, the rank-0 coordinator submits
 #      slurm/finetune.sbatch from inside the job: one Slurm job per
 #      milestone, ids in the status files, their metrics aggregated;
@@ -77,7 +77,7 @@ submit() {
   shift
   while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
   shift
-  mkdir -p "$dir" && (cd "$dir" && sbatch "${SB[@]}" "${opts[@]}" "$SRC/slurm/pretrain.sbatch" "$CFG" "$@")
+  mkdir -p "$dir" && (cd "$dir" && sbatch "${SB[@]}" "${opts[@]}" "$SRC/slurm/pretrain.sbatch" "${SUBMIT_CFG:-$CFG}" "$@")
 }
 
 check_job_ok() { # check_job_ok WHAT ID DIR
@@ -109,9 +109,16 @@ LONG=(--set pretrain.steps_per_epoch=340 --set checkpoint.every_steps=1000)
 pretrain_in ref 2 "${LONG[@]}" &
 ref_pid=$!
 
-# --- (a) inline fine-tuning inside the job
+# --- (a) inline fine-tuning inside the job: the demo config, scaled down to
+# the test's data (20 steps of 16 sequences, milestones every 2 epochs)
 t0=$SECONDS
-id_a=$(submit a --time=5 -- "${FT[@]}" --set finetune.launcher=inline) || fail "(a) sbatch failed"
+DEMO=(--set model.vocab=$T_DIR/data/vocab.txt --set data.dir=$T_DIR/data/shards
+      --set data.seq_length=32 --set data.max_predictions=5 --set pretrain.epochs=4
+      --set pretrain.steps_per_epoch=5 --set pretrain.milestone_epochs=2 --set pretrain.batch_size=16
+      --set pretrain.micro_batch=4 --set checkpoint.every_steps=3 --set finetune.task=mrpc
+      --set run.dir=run)
+id_a=$(SUBMIT_CFG=$SRC/configs/demo.ini submit a --time=5 -- "${DEMO[@]}" "${FT[@]}" \
+       --set finetune.launcher=inline) || fail "(a) sbatch failed"
 if [ -n "$id_a" ] && wait_jobs 90 "$id_a"; then
   check_job_ok "(a)" "$id_a" a
   check_finetuned "(a)" a/run inline
