@@ -37,7 +37,7 @@ int cuda_no_work(const char *op, int a, int b, int c) {
 }
 
 /* Plain fp32 GEMMs (CUBLAS_DEFAULT_MATH never uses TF32 for sgemm; TF32 is
- * a later, explicit switch) and no atomics inside cuBLAS, so results are
+ * the explicit switch set_tf32) and no atomics inside cuBLAS, so results are
  * bit-identical from run to run on one GPU model. */
 cublasHandle_t cuda_blas(void) {
   static cublasHandle_t h;
@@ -133,6 +133,11 @@ static void cuda_sync(void) {
 
 static void cuda_set_threads(int n) { (void)n; }
 
+static void cuda_set_tf32(int on) {
+  CUBLAS_CHECK(cublasSetMathMode(cuda_blas(), on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+               "cublasSetMathMode (%s)", on ? "TF32" : "default");
+}
+
 extern "C" const Ops *ops_cuda(void) {
   static Ops t;
   if (!t.name) {
@@ -144,6 +149,7 @@ extern "C" const Ops *ops_cuda(void) {
     t.copy = cuda_copy;
     t.sync = cuda_sync;
     t.set_threads = cuda_set_threads;
+    t.set_tf32 = cuda_set_tf32;
     t.linear_fwd = cuda_linear_fwd;
     t.linear_bwd = cuda_linear_bwd;
     t.embed_fwd = cuda_embed_fwd;

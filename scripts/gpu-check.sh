@@ -5,7 +5,8 @@
 #    (again under compute-sanitizer memcheck when it is installed)
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
 # 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
-# 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions
+# 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
+#    fp32 and TF32
 # 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
@@ -52,6 +53,8 @@ step reference 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_referen
 for m in mini base; do
   step bench-$m 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3
+  step bench-$m-tf32 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+    --seq 128 --pred 20 --steps 20 --warmup 3 --tf32
 done
 [ $HF = 1 ] && step hf-baseline 300 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
 
@@ -61,7 +64,10 @@ printf '%s\n' "${ROWS[@]}"
 for f in ops memcheck train reference; do grep -h "max relative\|FAIL\|SKIP\|ERROR SUMMARY" "$LOG/$f.log" 2>/dev/null | head -5; done
 echo "throughput, batch 64 x 128 (sequences/s):"
 for m in mini base; do
-  printf '  bertrain bert-%-5s fp32  %s\n' $m "$(grep -o '[0-9.]* sequences/s' "$LOG/bench-$m.log" 2>/dev/null || echo '-')"
+  for v in fp32 tf32; do
+    f=$LOG/bench-$m$([ $v = tf32 ] && echo -tf32).log
+    printf '  bertrain bert-%-5s %-5s %s\n' $m $v "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')"
+  done
 done
 grep "B=64 " "$LOG/hf-baseline.log" 2>/dev/null | awk '{ printf "  hf       %-10s %-5s %s\n", $1, $2, $8 }'
 exit $FAILED

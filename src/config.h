@@ -76,7 +76,8 @@ typedef struct Config {
     long seed;          /* initialisation, data order, dropout masks */
     char *dir;          /* run directory; "" = runs/<config name> */
     int threads;        /* CPU threads; 0 = all cores */
-    char *device;       /* cpu */
+    char *device;
+    int tf32;             /* GPUs: TF32 matrix products */       /* cpu */
   } run;
 } Config;
 

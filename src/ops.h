@@ -72,6 +72,10 @@ typedef struct Ops {
   void (*copy)(void *dst, const void *src, size_t bytes); /* device to device */
   void (*sync)(void);           /* wait for all queued work */
   void (*set_threads)(int n);   /* CPU threads (OpenMP); no-op on GPUs */
+  /* 1: matrix products may use TF32 tensor cores (10-bit mantissa inputs,
+   * fp32 accumulation: about 1e-3 relative error, much faster); 0 (the
+   * default): true fp32. No-op on the CPU. */
+  void (*set_tf32)(int on);
 
   /* ---- linear: y[n,out] = x[n,in] W[out,in]^T + b[out]; b may be NULL ---- */
   void (*linear_fwd)(float *y, const float *x, const float *w, const float *b, int n, int in,

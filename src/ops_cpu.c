@@ -21,6 +21,8 @@ static void cpu_memcpy(void *dst, const void *src, size_t bytes) {
 }
 static void cpu_sync(void) {}
 
+static void cpu_set_tf32(int on) { (void)on; }
+
 static void cpu_set_threads(int n) {
   if (n < 1) die("ops: thread count must be at least 1 (got %d)", n);
   omp_set_num_threads(n);
@@ -120,6 +122,7 @@ static const Ops OPS_CPU = {
     .copy = cpu_memcpy,
     .sync = cpu_sync,
     .set_threads = cpu_set_threads,
+    .set_tf32 = cpu_set_tf32,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .embed_fwd = cpu_embed_fwd,

@@ -77,7 +77,11 @@ const Ops *select_ops(const char *device, int threads) {
   return ops;
 }
 
-const Ops *train_ops(const Config *c) { return select_ops(c->run.device, c->run.threads); }
+const Ops *train_ops(const Config *c) {
+  const Ops *ops = select_ops(c->run.device, c->run.threads);
+  ops->set_tf32(c->run.tf32);
+  return ops;
+}
 
 int warmup_steps(double proportion, int total) {
   double w = floor(proportion * total + 0.5);

@@ -9,6 +9,10 @@
  *   TOL_EXACT (0): ops that only move data or do one IEEE add / multiply per
  *     element in the CPU's order (embed fwd/bwd, gather fwd/bwd, add, scale,
  *     dropout, xent's counts): the GPU must give the same bits.
+ *   TOL_TF32 (5e-3): the linear ops again with TF32 allowed (set_tf32): the
+ *     inputs of each product lose 13 mantissa bits (2^-11 relative each), so
+ *     a sum of K terms of mixed signs is off by about sqrt(K) 2^-11 of its
+ *     largest term, ~5e-3 at worst for K = 192, against ~1e-1 for a real bug.
  *   TOL_F32 (1e-5): everything else. GEMMs and reductions add in another
  *     order (error about sqrt(K) 2^-24 of the max for K <= 192 terms, i.e.
  *     ~1e-6), CUDA's erff / expf / tanhf differ from glibc's by a few ulp,
@@ -39,6 +43,7 @@
 
 #define TOL_EXACT 0.0
 #define TOL_F32 1e-5
+#define TOL_TF32 5e-3
 
 #define B 3
 #define S 37
@@ -190,6 +195,24 @@ static void test_linear_fwd(int n, int in, int out, int bias) {
     release(o);
   }
   compare(bias ? "linear_fwd" : "linear_fwd/nob", "y", y, (size_t)n * out, TOL_F32);
+  free(x), free(w), free(b);
+}
+
+/* The same product with TF32 allowed on the GPU. */
+static void test_linear_tf32(int n, int in, int out) {
+  float *x = rnd((size_t)n * in, -1, 1), *w = rnd((size_t)out * in, -1, 1), *b = rnd(out, -1, 1);
+  float *y[3];
+  GPU->set_tf32(1);
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dy = put(o, NULL, (size_t)n * out);
+    o->linear_fwd(dy, put(o, x, (size_t)n * in), put(o, w, (size_t)out * in), put(o, b, out), n,
+                  in, out);
+    y[k] = get(o, dy, (size_t)n * out);
+    release(o);
+  }
+  GPU->set_tf32(0);
+  compare("linear_fwd/tf32", "y", y, (size_t)n * out, TOL_TF32);
   free(x), free(w), free(b);
 }
 
@@ -581,6 +604,7 @@ int main(void) {
   test_linear_fwd(NTOK, H, 3 * H, 1);
   test_linear_fwd(NPRED, H, V, 0);
   test_linear_fwd(NTOK, FFN, H, 1);
+  test_linear_tf32(NTOK, FFN, H);
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   test_linear_bwd(NTOK, FFN, H, 7, 0);
   test_linear_bwd(NPRED, H, V, 2 | 4, 0);
