@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${1:-90}
 grep -qxF "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >> .git/info/exclude
+mkdir -p .gpu
 cmake -S . -B .gpu/build -DBERTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
   -DCMAKE_BUILD_TYPE=Release > .gpu/cmake.log
 cmake --build .gpu/build -j"$(nproc)" > .gpu/build.log 2>&1 || { tail -20 .gpu/build.log; exit 1; }
