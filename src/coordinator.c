@@ -273,6 +273,11 @@ void coord_write_status(const Coordinator *c, const CJob *j, int exit_code, cons
   path_fmt(s.task, sizeof s.task, "%s", j->spec.task);
   path_fmt(s.launcher, sizeof s.launcher, "%s", LAUNCHERS[c->launcher]);
   path_fmt(s.job_id, sizeof s.job_id, "%s", j->job_id);
+  if (j->state == J_RUNNING && j->pid > 0) {
+    s.pid = (long)j->pid;
+    if (gethostname(s.host, sizeof s.host) != 0) s.host[0] = '\0';
+    s.host[sizeof s.host - 1] = '\0';
+  }
   path_fmt(s.data, sizeof s.data, "%s", j->spec.data);
   path_fmt(s.reason, sizeof s.reason, "%s", reason ? reason : "");
   path_in_run(s.log, sizeof s.log, c->run_dir, j->spec.log);
@@ -391,6 +396,38 @@ static void process_poll(Coordinator *c) {
     if (c->jobs[i].state == J_QUEUED) process_start(c, &c->jobs[i]);
 }
 
+/* 1 when process pid's command line mentions text (so a pid reused by an
+ * unrelated process is left alone). */
+static int cmdline_has(long pid, const char *text) {
+  char path[64], buf[16384];
+  snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  for (size_t i = 0; i < n; i++)
+    if (buf[i] == '\0') buf[i] = ' ';
+  buf[n] = '\0';
+  return strstr(buf, text) != NULL;
+}
+
+static void sleep_s(double s);
+
+/* A process job still running from an earlier start that was killed (its
+ * coordinator gone, the job orphaned) on this machine: ended before the job
+ * starts again in the same directory. */
+static void end_orphan(const Coordinator *c, const CJob *j, const JobStatus *s) {
+  char host[256] = "";
+  if (!c->writer || s->pid <= 0 || gethostname(host, sizeof host) != 0 || strcmp(host, s->host) != 0)
+    return;
+  if (kill((pid_t)s->pid, 0) != 0 || !cmdline_has(s->pid, j->spec.out)) return;
+  info("finetune: ending the earlier start's job still running for %s (process group %ld)",
+       j->spec.out, s->pid);
+  kill(-(pid_t)s->pid, SIGTERM);
+  for (int i = 0; i < 100 && kill(-(pid_t)s->pid, 0) == 0; i++) sleep_s(0.1);
+  kill(-(pid_t)s->pid, SIGKILL);
+}
+
 /* What an earlier start of this run left in a job's directory: a done job
  * is not repeated, a Slurm job submitted then is followed again (it runs on
  * regardless of pre-training), and anything else (queued, running when the
@@ -415,6 +452,7 @@ static int adopt_earlier(Coordinator *c, CJob *j) {
   }
   info("finetune: %s from epoch %d was left %s by an earlier start of the run; starting it again",
        j->spec.task, j->spec.epoch, s.state);
+  if (c->launcher == L_PROCESS && live) end_orphan(c, j, &s);
   return 0;
 }
 

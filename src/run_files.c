@@ -14,6 +14,7 @@ void job_status_init(JobStatus *s) {
   memset(s, 0, sizeof *s);
   s->exit_code = -1;
   s->seed = -1;
+  s->pid = -1;
 }
 
 static void put(FILE *f, const char *key, const char *value) {
@@ -35,6 +36,8 @@ void job_status_write(const char *dir, const JobStatus *s) {
   put(m, "launcher", s->launcher);
   if (s->seed >= 0) fprintf(m, "seed=%ld\n", s->seed);
   put(m, "job_id", s->job_id);
+  if (s->pid > 0) fprintf(m, "pid=%ld\n", s->pid);
+  put(m, "host", s->host);
   fclose(m);
   snprintf(path, sizeof path, "%s/" JOB_STATUS_FILE, dir);
   write_file_atomic(path, text, len);
@@ -80,6 +83,8 @@ static void status_pair(const char *k, const char *v, void *ctx) {
   else if (strcmp(k, "checkpoint") == 0) copy(s->checkpoint, sizeof s->checkpoint, v);
   else if (strcmp(k, "launcher") == 0) copy(s->launcher, sizeof s->launcher, v);
   else if (strcmp(k, "job_id") == 0) copy(s->job_id, sizeof s->job_id, v);
+  else if (strcmp(k, "pid") == 0 && parse_long(v, &l) == 0) s->pid = l;
+  else if (strcmp(k, "host") == 0) copy(s->host, sizeof s->host, v);
 }
 
 int job_status_read(const char *dir, JobStatus *s) {

@@ -17,7 +17,8 @@
  * checkpoint (relative to RUN_DIR when inside it). status: state (queued |
  * submitted | running | done | failed), exit_code, log, task, data,
  * checkpoint, launcher, seed, job_id (Slurm), reason (why it failed, when
- * not a plain exit code). Unknown keys are kept and ignored. */
+ * not a plain exit code), pid and host (a running process job: its process
+ * group and the machine it runs on). Unknown keys are kept and ignored. */
 #ifndef BERTRAIN_RUN_FILES_H
 #define BERTRAIN_RUN_FILES_H
 
@@ -37,6 +38,8 @@ typedef struct JobStatus {
   char task[32];
   char launcher[16];
   char job_id[64];
+  long pid;           /* -1 when unknown */
+  char host[256];
   char log[PATH_MAX];
   char data[PATH_MAX];
   char checkpoint[PATH_MAX];

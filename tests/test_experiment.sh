@@ -6,8 +6,8 @@
 # report cover every job. Inline fine-tuning must not change pre-training:
 # the final weights equal those of a run without fine-tuning (the config
 # text stored with them differs, so root attributes are not compared).
-# A run stopped (process) or killed (inline) while jobs are unfinished runs
-# them when started again.
+# A run stopped (process) or killed (process, inline) while jobs are
+# unfinished runs them when started again, ending orphaned processes first.
 source "$SRC/tests/sh_util.sh"
 source "$SRC/tests/dist_fixture.sh"
 
@@ -83,6 +83,25 @@ pretrain_in pstop 2 "${FT[@]}" --set finetune.launcher=process ||
 check_run pstop process
 same_params pstop/run/checkpoints/final.h5 plain/run/checkpoints/final.h5 --exclude-attribute / && pass ||
   fail "process: the stopped and resumed run ended with other weights"
+
+# process: SIGKILL to the ranks while the baseline job runs orphans it (it
+# runs on); the next start ends it before running the job again.
+mkdir -p pkill
+(cd pkill && exec timeout 120 "$MPIEXEC" -np 2 "$BERTRAIN" pretrain --config "$CFG" "${FT[@]}" \
+   --set finetune.launcher=process --set "finetune.command=$SLOW" > out 2> err) &
+launcher=$!
+wait_state pkill/run/finetune/epoch-0000/status running || fail "process (kill): the baseline job never ran"
+kill -KILL $(rank_pids $launcher) 2> /dev/null
+wait $launcher
+pgrep -f "sleep 19.75" > /dev/null && pass || fail "process (kill): expected the job to outlive its coordinator"
+grep -q "^pid=[0-9]" pkill/run/finetune/epoch-0000/status && grep -q "^host=$(hostname)$" pkill/run/finetune/epoch-0000/status &&
+  pass || fail "process (kill): the running job's status lacks pid/host: $(cat pkill/run/finetune/epoch-0000/status)"
+pretrain_in pkill 2 "${FT[@]}" --set finetune.launcher=process ||
+  { cat pkill/err >&2; fail "process (kill): the resumed run failed"; }
+grep -q "ending the earlier start's job still running for run/finetune/epoch-0000" pkill/err && pass ||
+  fail "process (kill): the orphaned job was not ended: $(grep finetune: pkill/err | head -3)"
+pgrep -f "sleep 19.75" > /dev/null && fail "process (kill): the orphaned job still runs" || pass
+check_run pkill process
 
 # inline: SIGKILL to the ranks while the baseline job runs (made long with 40
 # fine-tuning epochs; the next start, from epoch-0000.h5, runs it with the
