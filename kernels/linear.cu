@@ -3,11 +3,78 @@
  * transpose there, so row-major C = op(A) op(B) is computed as column-major
  * C^T = op(B)^T op(A)^T, i.e. the same call with A and B (and m and n)
  * swapped and the transpose flags kept. */
+#include <cuda_bf16.h>
+
 #include "ops_cuda_internal.cuh"
+
+/* bf16 matrix products (set_bf16): both inputs are rounded to bf16 into
+ * packed buffers of their own (the shared scratch may hold an operand) and
+ * multiplied on the tensor cores with fp32 accumulation and an fp32
+ * result, as autocast does; weights, activations and optimizer state stay
+ * fp32. */
+static int g_bf16;
+
+void cuda_set_bf16(int on) { g_bf16 = on; }
+
+static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
+  static __nv_bfloat16 *buf[2];
+  static size_t cap[2];
+  if (n > cap[which]) {
+    /* earlier products may still be reading the old buffer */
+    CUDA_CHECK(cudaDeviceSynchronize(), "bf16 operand buffer (%zu elements)", n);
+    CUDA_CHECK(cudaFree(buf[which]), "bf16 operand buffer free");
+    buf[which] = NULL;
+    cap[which] = 0;
+    CUDA_CHECK(cudaMalloc((void **)&buf[which], n * sizeof(__nv_bfloat16)),
+               "bf16 operand buffer (%zu elements)", n);
+    cap[which] = n;
+  }
+  return buf[which];
+}
+
+/* dst[b][r][c] = bf16(src[b * stride + r * ld + c]), packed. */
+static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, int cols,
+                                      int ld, long long stride, int batch) {
+  size_t per = (size_t)rows * cols;
+  GRID_STRIDE(i, per * batch) {
+    size_t b = i / per, rc = i % per, r = rc / cols, c = rc % cols;
+    dst[i] = __float2bfloat16(src[b * (size_t)stride + r * (size_t)ld + c]);
+  }
+}
+
+/* The row-major rows x cols matrices (leading dimension ld, batch stride
+ * stride) packed as bf16 into buffer which. */
+static const __nv_bfloat16 *packed_bf16(const char *what, int which, const float *src, int rows,
+                                        int cols, int ld, long long stride, int batch) {
+  size_t total = (size_t)rows * cols * batch;
+  __nv_bfloat16 *dst = bf16_buffer(which, total);
+  to_bf16_kernel<<<grid_for(total, THREADS), THREADS>>>(dst, src, rows, cols, ld, stride, batch);
+  LAUNCH_CHECK("%s to bf16 (rows=%d cols=%d ld=%d batch=%d)", what, rows, cols, ld, batch);
+  return dst;
+}
+
+static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
+                      const float *A, int lda, long long sA, const float *B, int ldb,
+                      long long sB, float beta, float *C, int ldc, long long sC, int batch) {
+  cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  const __nv_bfloat16 *a = packed_bf16(what, 0, A, ar, ac, lda, sA, batch);
+  const __nv_bfloat16 *b = packed_bf16(what, 1, B, br, bc, ldb, sB, batch);
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
+                                          (long long)br * bc, a, CUDA_R_16BF, ac,
+                                          (long long)ar * ac, &beta, C, CUDA_R_32F, ldc, sC,
+                                          batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "%s bf16 gemm (m=%d n=%d k=%d ldc=%d ta=%d tb=%d batch=%d)", what, m, n, k, ldc,
+               ta, tb, batch);
+}
 
 void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
              const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
              float beta, float *C, int ldc, long long sC, int batch) {
+  if (g_bf16) {
+    gemm_bf16(what, ta, tb, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    return;
+  }
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (batch == 1)
     CUBLAS_CHECK(cublasSgemm(cuda_blas(), ob, oa, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc),

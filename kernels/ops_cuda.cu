@@ -150,6 +150,7 @@ extern "C" const Ops *ops_cuda(void) {
     t.sync = cuda_sync;
     t.set_threads = cuda_set_threads;
     t.set_tf32 = cuda_set_tf32;
+    t.set_bf16 = cuda_set_bf16;
     t.linear_fwd = cuda_linear_fwd;
     t.linear_bwd = cuda_linear_bwd;
     t.embed_fwd = cuda_embed_fwd;

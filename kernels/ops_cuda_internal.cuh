@@ -103,6 +103,8 @@ __device__ inline float block_max(float v) {
 void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
              const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
              float beta, float *C, int ldc, long long sC, int batch);
+/* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
+void cuda_set_bf16(int on);
 
 /* The ops (signatures as in ops.h). */
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,

@@ -6,7 +6,7 @@
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
 # 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
 # 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
-#    fp32 and TF32
+#    fp32, TF32 and bf16
 # 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
@@ -55,6 +55,8 @@ for m in mini base; do
     --seq 128 --pred 20 --steps 20 --warmup 3
   step bench-$m-tf32 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3 --tf32
+  step bench-$m-bf16 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+    --seq 128 --pred 20 --steps 20 --warmup 3 --precision bf16
 done
 [ $HF = 1 ] && step hf-baseline 300 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
 
@@ -64,8 +66,8 @@ printf '%s\n' "${ROWS[@]}"
 for f in ops memcheck train reference; do grep -h "max relative\|FAIL\|SKIP\|ERROR SUMMARY" "$LOG/$f.log" 2>/dev/null | head -5; done
 echo "throughput, batch 64 x 128 (sequences/s):"
 for m in mini base; do
-  for v in fp32 tf32; do
-    f=$LOG/bench-$m$([ $v = tf32 ] && echo -tf32).log
+  for v in fp32 tf32 bf16; do
+    f=$LOG/bench-$m$([ $v != fp32 ] && echo -$v).log
     printf '  bertrain bert-%-5s %-5s %s\n' $m $v "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')"
   done
 done

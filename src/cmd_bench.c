@@ -196,7 +196,7 @@ static void report(const Bench *b, double *ms, int steps, double flops, double l
 
 static int run(int argc, char **argv) {
   Config cfg;
-  const char *device = "cpu", *opt_name = "adamw", *data = NULL, *bucket = "0";
+  const char *device = "cpu", *opt_name = "adamw", *data = NULL, *bucket = "0", *precision = "fp32";
   int batch = 32, seq = -1, pred = -1, steps = 10, warmup = 2, vocab = -1, threads = 0, tf32 = 0;
   CliOpt opts[] = {
     {"device", OPT_STRING, &device},   {"batch", OPT_INT, &batch},
@@ -205,6 +205,7 @@ static int run(int argc, char **argv) {
     {"vocab-size", OPT_INT, &vocab},   {"threads", OPT_INT, &threads},
     {"optimizer", OPT_STRING, &opt_name}, {"data", OPT_STRING, &data},
     {"bucket-mb", OPT_STRING, &bucket}, {"tf32", OPT_FLAG, &tf32},
+    {"precision", OPT_STRING, &precision},
   };
   int first = cli_parse(&CMD_BENCH, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
   if (first < argc) die("bench: unexpected argument '%s'", argv[first]);
@@ -215,6 +216,9 @@ static int run(int argc, char **argv) {
   Bench b = {.kind = kind, .ci = comm_init(), .batch = batch};
   b.ops = select_ops(device, 0);
   b.ops->set_tf32(tf32);
+  if (strcmp(precision, "bf16") == 0) b.ops->set_bf16(1);
+  else if (strcmp(precision, "fp32") != 0)
+    die("bench: --precision must be fp32 or bf16 (got '%s')", precision);
   if (parse_double(bucket, &b.bucket_mb) != 0 || !(b.bucket_mb >= 0))
     die("bench: --bucket-mb must be a number >= 0 (got '%s')", bucket);
   BatchLoader *loader = data ? open_data(data, &seq, &pred, &vocab) : NULL;
@@ -284,6 +288,7 @@ const Command CMD_BENCH = {
   "usage: bertrain bench --config MODEL.ini [--device cpu|cuda|auto] [--batch N] [--seq N] [--pred N]\n"
   "                      [--steps N] [--warmup N] [--vocab-size N] [--threads N]\n"
   "                      [--optimizer adamw|lamb] [--data DIR] [--bucket-mb X] [--tf32]\n"
+  "                      [--precision fp32|bf16]\n"
   "       mpirun -np R bertrain bench ...   (R data-parallel ranks)\n\n"
   "Builds the model of the [model] section with random weights and times full\n"
   "pre-training steps as 'bertrain pretrain' runs them on each rank: forward and\n"
@@ -307,6 +312,8 @@ const Command CMD_BENCH = {
   "  --threads N        CPU threads per rank (default OMP_NUM_THREADS, else the\n"
   "                     node's cores shared among its ranks)\n"
   "  --tf32             let matrix products use TF32 on GPUs (run.tf32)\n"
+  "  --precision P      fp32 (default) or bf16: matrix products on bf16 inputs\n"
+  "                     with fp32 accumulation (run.precision; GPUs only)\n"
   "  --bucket-mb X      all-reduce the gradients in buckets of at least X MB\n"
   "                     during the backward (pretrain.allreduce_bucket_mb);\n"
   "                     0 (default): one all-reduce after it\n"

@@ -77,7 +77,8 @@ typedef struct Config {
     char *dir;          /* run directory; "" = runs/<config name> */
     int threads;        /* CPU threads; 0 = all cores */
     char *device;
-    int tf32;             /* GPUs: TF32 matrix products */       /* cpu */
+    int tf32;             /* GPUs: TF32 matrix products */
+    char *precision;      /* fp32 | bf16 */       /* cpu */
   } run;
 } Config;
 

@@ -76,6 +76,12 @@ typedef struct Ops {
    * fp32 accumulation: about 1e-3 relative error, much faster); 0 (the
    * default): true fp32. No-op on the CPU. */
   void (*set_tf32)(int on);
+  /* 1: matrix products (linear and attention) multiply bf16-rounded inputs
+   * on the tensor cores, accumulating in fp32 into fp32 results; weights,
+   * activations and optimizer state stay fp32 (autocast-style mixed
+   * precision, about 1e-2 relative error). GPUs only: the CPU backend dies
+   * on 1. */
+  void (*set_bf16)(int on);
 
   /* ---- linear: y[n,out] = x[n,in] W[out,in]^T + b[out]; b may be NULL ---- */
   void (*linear_fwd)(float *y, const float *x, const float *w, const float *b, int n, int in,

@@ -23,6 +23,10 @@ static void cpu_sync(void) {}
 
 static void cpu_set_tf32(int on) { (void)on; }
 
+static void cpu_set_bf16(int on) {
+  if (on) die("ops: bf16 matrix products need the CUDA backend (run.device = cuda)");
+}
+
 static void cpu_set_threads(int n) {
   if (n < 1) die("ops: thread count must be at least 1 (got %d)", n);
   omp_set_num_threads(n);
@@ -123,6 +127,7 @@ static const Ops OPS_CPU = {
     .sync = cpu_sync,
     .set_threads = cpu_set_threads,
     .set_tf32 = cpu_set_tf32,
+    .set_bf16 = cpu_set_bf16,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .embed_fwd = cpu_embed_fwd,

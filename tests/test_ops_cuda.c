@@ -13,6 +13,11 @@
  *     inputs of each product lose 13 mantissa bits (2^-11 relative each), so
  *     a sum of K terms of mixed signs is off by about sqrt(K) 2^-11 of its
  *     largest term, ~5e-3 at worst for K = 192, against ~1e-1 for a real bug.
+ *   TOL_BF16 (3e-2): the linear and attention ops with bf16 products
+ *     (set_bf16): inputs keep 8 mantissa bits (2^-9 relative each), so a sum
+ *     of K <= 192 terms is off by up to about sqrt(K) 2^-9 of its largest
+ *     term, ~3e-2 (twice that for attention, whose outputs go through two
+ *     bf16 products); a real bug gives ~1e-1 or more.
  *   TOL_F32 (1e-5): everything else. GEMMs and reductions add in another
  *     order (error about sqrt(K) 2^-24 of the max for K <= 192 terms, i.e.
  *     ~1e-6), CUDA's erff / expf / tanhf differ from glibc's by a few ulp,
@@ -44,6 +49,7 @@
 #define TOL_EXACT 0.0
 #define TOL_F32 1e-5
 #define TOL_TF32 5e-3
+#define TOL_BF16 3e-2
 
 #define B 3
 #define S 37
@@ -116,8 +122,16 @@ static void release(const Ops *o) {
 
 /* ---- comparison ---- */
 
+/* While set (> 0): the tolerance of every comparison, for a GPU mode with
+ * lower precision (bf16), and the suffix of the names printed. */
+static double g_tol_override;
+static const char *g_mode = "";
+
 /* res[0] CPU, res[1] and res[2] GPU; frees all three. */
-static void compare(const char *op, const char *out, float *res[3], size_t n, double tol) {
+static void compare(const char *op_name, const char *out, float *res[3], size_t n, double tol) {
+  char op[64];
+  snprintf(op, sizeof op, "%s%s", op_name, g_mode);
+  if (g_tol_override > 0) tol = g_tol_override;
   double refmax = 0.0, emax = 0.0;
   size_t at = 0;
   for (size_t i = 0; i < n; i++)
@@ -605,6 +619,17 @@ int main(void) {
   test_linear_fwd(NPRED, H, V, 0);
   test_linear_fwd(NTOK, FFN, H, 1);
   test_linear_tf32(NTOK, FFN, H);
+  /* bf16 products: the matrix-product ops again. */
+  GPU->set_bf16(1);
+  g_tol_override = TOL_BF16;
+  g_mode = "/bf16";
+  test_linear_fwd(NTOK, H, 3 * H, 1);
+  test_linear_bwd(NTOK, H, FFN, 7, 1);
+  g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
+  test_attention(B, S, 1);
+  GPU->set_bf16(0);
+  g_tol_override = 0;
+  g_mode = "";
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   test_linear_bwd(NTOK, FFN, H, 7, 0);
   test_linear_bwd(NPRED, H, V, 2 | 4, 0);
