@@ -592,6 +592,15 @@ int coord_unfinished(const Coordinator *c, int last_epoch, Milestone **out) {
   return n;
 }
 
+/* The report from the final state: after any refresh under way, one more,
+ * waited for. */
+static void final_report(Coordinator *c) {
+  c->report_dirty = 0;
+  report_reap(c, 1);
+  report_start(c);
+  report_reap(c, 1);
+}
+
 /* SIGTERM to the job's process group, SIGKILL after grace seconds. */
 static void end_process(pid_t pid, double grace) {
   kill(-pid, SIGTERM);
@@ -624,10 +633,7 @@ void coord_stop(Coordinator *c) {
     info("finetune: %d fine-tuning job(s) stay with Slurm; the next start follows them", left);
   else if (left)
     info("finetune: %d fine-tuning job(s) not finished; the next start of the run runs them", left);
-  c->report_dirty = 0;
-  report_reap(c, 1);
-  report_start(c);
-  report_reap(c, 1);
+  final_report(c);
 }
 
 void coord_stop_flag(Coordinator *c, volatile sig_atomic_t *flag) { c->stop_flag = flag; }
@@ -666,11 +672,7 @@ int coord_finish(Coordinator *c) {
     if (n && c->writer) warn("finetune: %d inline fine-tuning job(s) were never run", n);
   }
   if (!c->writer) return 0;
-  /* The final report: after any refresh under way, one from the final state. */
-  c->report_dirty = 0;
-  report_reap(c, 1);
-  report_start(c);
-  report_reap(c, 1);
+  final_report(c);
   info("report: %s/report/Report.md", c->run_dir);
   return 0;
 }

@@ -48,6 +48,9 @@ void report_gp_preamble(FILE *g, const char *name, int panels, int rows);
  * and renames it to DIR/NAME. Returns 0, or non-zero after a warning (127:
  * no gnuplot). */
 int report_render(const char *dir, const char *name, const ReportOpts *o);
+/* Seconds as "12.3 s", or "4000 s (1.1 h)" from an hour on; "?" when
+ * unknown (negative or NaN). */
+void report_fmt_seconds(char *buf, size_t n, double s);
 /* "MRPC", "SST-2", or the name itself. */
 const char *task_title(const char *task);
 

@@ -18,8 +18,8 @@ const char *task_title(const char *task) {
   return task;
 }
 
-static void fmt_time(char *buf, size_t n, double s) {
-  if (s < 0) path_fmt(buf, n, "?");
+void report_fmt_seconds(char *buf, size_t n, double s) {
+  if (s < 0 || isnan(s)) path_fmt(buf, n, "?");
   else if (s < 3600) path_fmt(buf, n, "%.1f s", s);
   else path_fmt(buf, n, "%.0f s (%.1f h)", s, s / 3600);
 }
@@ -114,7 +114,7 @@ static void table(FILE *f, const RunData *d, const char *task) {
     const Job *j = &d->jobs[i];
     if (strcmp(j->task, task) != 0) continue;
     char t[64], acc[32], f1[32], best[64] = "-", step[32] = "?";
-    fmt_time(t, sizeof t, j->pretrain_wall_s);
+    report_fmt_seconds(t, sizeof t, j->pretrain_wall_s);
     fmt_val(acc, sizeof acc, j->final_acc);
     fmt_val(f1, sizeof f1, j->final_f1);
     if (j->global_step >= 0) path_fmt(step, sizeof step, "%ld", j->global_step);

@@ -202,12 +202,6 @@ static int figure(const SweepData *s, const char *dir, const ReportOpts *o) {
   return report_render(dir, SWEEP_FIGURE, o) == 0 ? 1 : -1;
 }
 
-static void fmt_wall(char *buf, size_t n, double s) {
-  if (s < 0 || isnan(s)) path_fmt(buf, n, "-");
-  else if (s < 3600) path_fmt(buf, n, "%.1f s", s);
-  else path_fmt(buf, n, "%.0f s (%.1f h)", s, s / 3600);
-}
-
 /* Pre-training's last step and wall-clock time; 0 when it has none. */
 static int pretrain_reached(const RunData *d, double *step, double *wall) {
   const Pretrain *p = &d->pre;
@@ -229,7 +223,7 @@ static void runs_table(FILE *f, const SweepData *s) {
     int done = 0, failed = 0, other = 0;
     double step, w;
     if (r->data && pretrain_reached(r->data, &step, &w)) {
-      fmt_wall(wall, sizeof wall, w);
+      report_fmt_seconds(wall, sizeof wall, w);
       path_fmt(reached, sizeof reached, "step %.0f of %lld, %s", step,
                (long long)c->pretrain.epochs * c->pretrain.steps_per_epoch, wall);
     }
@@ -278,7 +272,7 @@ static void task_findings(FILE *f, const SweepData *s, const char *task) {
       continue;
     }
     char w[64];
-    fmt_wall(w, sizeof w, top->pretrain_wall_s);
+    report_fmt_seconds(w, sizeof w, top->pretrain_wall_s);
     fprintf(f, "- %s: best validation accuracy %.4f, from pre-trained epoch %d (%s of "
             "pre-training); its latest finished milestone, epoch %d, reaches %.4f.\n",
             s->runs[i].name, top->final_acc, top->epoch, w, last->epoch, last->final_acc);
@@ -287,7 +281,7 @@ static void task_findings(FILE *f, const SweepData *s, const char *task) {
   }
   if (with >= 2 && isfinite(common)) {
     char w[64];
-    fmt_wall(w, sizeof w, common);
+    report_fmt_seconds(w, sizeof w, common);
     fprintf(f, "- For the same pre-training time (%s, as far as every run has got), each run's "
             "latest milestone by then scores:", w);
     for (int i = 0; i < s->nruns; i++) {
@@ -307,7 +301,7 @@ static void results_table(FILE *f, const SweepData *s) {
     for (int k = 0; d && k < d->njobs; k++) {
       const Job *j = &d->jobs[k];
       char wall[64], acc[32], f1[32];
-      fmt_wall(wall, sizeof wall, j->pretrain_wall_s);
+      report_fmt_seconds(wall, sizeof wall, j->pretrain_wall_s);
       fmt_num(acc, sizeof acc, j->final_acc, "%.4f");
       fmt_num(f1, sizeof f1, j->final_f1, "%.4f");
       fprintf(f, "| %s | %s | %d%s | %ld | %s | %s | %s | %s |\n", s->runs[i].name,

@@ -79,12 +79,8 @@ const Ops *select_ops(const char *device, int threads) {
 
 const Ops *train_ops(const Config *c) {
   const Ops *ops = select_ops(c->run.device, c->run.threads);
-  int bf16 = strcmp(c->run.precision, "bf16") == 0;
-  if (bf16 && strcmp(ops->name, "cuda") != 0)
-    die("run.precision = bf16 needs the CUDA backend; this run is on the %s (run.device = %s)",
-        ops->name, c->run.device);
   ops->set_tf32(c->run.tf32);
-  ops->set_bf16(bf16);
+  ops->set_bf16(strcmp(c->run.precision, "bf16") == 0);
   return ops;
 }
 

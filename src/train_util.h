@@ -21,7 +21,7 @@ const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, siz
  * auto (cuda when usable, else cpu). */
 const Ops *select_ops(const char *device, int threads);
 /* select_ops(run.device, run.threads), with run.tf32 and run.precision
- * applied (bf16 on a CPU backend dies). */
+ * applied (the CPU backend refuses bf16). */
 const Ops *train_ops(const Config *c);
 
 /* Optimizer steps of linear warm-up: round(proportion * total). */

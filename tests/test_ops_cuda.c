@@ -212,24 +212,6 @@ static void test_linear_fwd(int n, int in, int out, int bias) {
   free(x), free(w), free(b);
 }
 
-/* The same product with TF32 allowed on the GPU. */
-static void test_linear_tf32(int n, int in, int out) {
-  float *x = rnd((size_t)n * in, -1, 1), *w = rnd((size_t)out * in, -1, 1), *b = rnd(out, -1, 1);
-  float *y[3];
-  GPU->set_tf32(1);
-  for (int k = 0; k < 3; k++) {
-    const Ops *o = backend(k);
-    float *dy = put(o, NULL, (size_t)n * out);
-    o->linear_fwd(dy, put(o, x, (size_t)n * in), put(o, w, (size_t)out * in), put(o, b, out), n,
-                  in, out);
-    y[k] = get(o, dy, (size_t)n * out);
-    release(o);
-  }
-  GPU->set_tf32(0);
-  compare("linear_fwd/tf32", "y", y, (size_t)n * out, TOL_TF32);
-  free(x), free(w), free(b);
-}
-
 /* want: bit 0 dx, bit 1 dw, bit 2 db. Outputs are pre-filled. */
 static void test_linear_bwd(int n, int in, int out, int want, int acc) {
   size_t nx = (size_t)n * in, nw = (size_t)out * in;
@@ -618,7 +600,12 @@ int main(void) {
   test_linear_fwd(NTOK, H, 3 * H, 1);
   test_linear_fwd(NPRED, H, V, 0);
   test_linear_fwd(NTOK, FFN, H, 1);
-  test_linear_tf32(NTOK, FFN, H);
+  /* TF32 products: a linear product again. */
+  GPU->set_tf32(1);
+  g_tol_override = TOL_TF32;
+  g_mode = "/tf32";
+  test_linear_fwd(NTOK, FFN, H, 1);
+  GPU->set_tf32(0);
   /* bf16 products: the matrix-product ops again. */
   GPU->set_bf16(1);
   g_tol_override = TOL_BF16;
