@@ -631,14 +631,14 @@ static int set_threads(Trainer *tr) {
 }
 
 /* Checks and opens what every rank needs; rank 0 goes first, so an error
- * in the settings or the data is reported once. */
+ * in the settings or the data is reported once. The backend comes after,
+ * on all ranks together: choosing it is collective (NCCL set-up). */
 static void open_inputs(Trainer *tr, int argc, char **argv) {
   Config *c = tr->c;
   if (tr->ci.rank != 0) {
     comm_barrier();
     g_checks_after_rank0 = 1;
   }
-  tr->ops = train_ops(c);
   model_config_check(c);
   check_batch(c, tr->ci.size);
   train_run_dir(c, argc, argv, tr->dir, sizeof tr->dir);
@@ -652,6 +652,7 @@ static void open_inputs(Trainer *tr, int argc, char **argv) {
     comm_barrier();
   }
   g_checks_after_rank0 = 0;
+  tr->ops = train_ops(c);
 }
 
 static void report_start(Trainer *tr, int threads) {

@@ -9,6 +9,13 @@
 #include "../kernels/cuda_info.h"
 #endif
 
+/* The test build against the CPU emulator (tests/cuda_emu) says so. */
+#ifdef BERTRAIN_CUDA_EMULATED
+#define CUDA_EMULATED_NOTE " (emulated on the CPU, for tests)"
+#else
+#define CUDA_EMULATED_NOTE ""
+#endif
+
 #ifndef BERTRAIN_VERSION
 #define BERTRAIN_VERSION "unknown"
 #endif
@@ -27,7 +34,7 @@ static int run(int argc, char **argv) {
   if (n < 0)
     printf("cuda: built in; no usable device (%s)\n", msg);
   else
-    printf("cuda: built in; %d device(s) visible\n", n);
+    printf("cuda: built in; %d device(s) visible%s\n", n, CUDA_EMULATED_NOTE);
 #else
   printf("cuda: not built in (configure with -DBERTRAIN_CUDA=ON)\n");
 #endif

@@ -37,6 +37,9 @@ void comm_allreduce_wait(void);
  * device is selected; with one rank it does nothing. Dies in a build
  * without CUDA. */
 void comm_use_nccl(void);
+/* Ends what comm_use_nccl started (before MPI_Finalize); safe to call
+ * when nothing was started. */
+void comm_stop(void);
 /* The same for a few host doubles (losses, counts, flags). */
 void comm_allreduce_sum_f64(double *buf, int n);
 /* Copies root's host buffer to every rank. */

@@ -51,6 +51,13 @@ CommInfo comm_info(void) { return comm_init(); }
 
 static int multi(void) { return comm_init().size > 1; }
 
+void comm_stop(void) {
+#ifdef BERTRAIN_HAVE_CUDA
+  if (g_nccl) comm_nccl_stop();
+  g_nccl = 0;
+#endif
+}
+
 void comm_use_nccl(void) {
 #ifdef BERTRAIN_HAVE_CUDA
   if (!multi() || g_nccl) return;
@@ -59,6 +66,7 @@ void comm_use_nccl(void) {
   comm_broadcast(id, sizeof id, 0);
   comm_nccl_start(id, g_info.rank, g_info.size);
   g_nccl = 1;
+  info("gradients: summed with NCCL across %d ranks, one GPU each", g_info.size);
 #else
   die("NCCL requested, but this bertrain was built without CUDA (cmake -DBERTRAIN_CUDA=ON)");
 #endif

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "comm.h"
 #include "commands.h"
 #include "config.h"
 #include "util.h"
@@ -56,6 +57,9 @@ int main(int argc, char **argv) {
   if (!c) die("unknown command '%s' (try 'bertrain --help')", name);
   if (c->uses_mpi) mpi_start(&argc, &argv);
   int rc = c->run(argc - 1, argv + 1);
-  if (c->uses_mpi) mpi_stop();
+  if (c->uses_mpi) {
+    comm_stop();
+    mpi_stop();
+  }
   return rc;
 }

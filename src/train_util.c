@@ -40,14 +40,27 @@ const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, siz
 }
 
 #ifdef BERTRAIN_HAVE_CUDA
+/* Ranks with a usable GPU, summed over all ranks (1 without MPI). */
+static int ranks_with_gpu(int mine) {
+  double n = mine;
+  comm_allreduce_sum_f64(&n, 1);
+  return (int)n;
+}
+
 /* This rank's GPU (local rank % devices), the CUDA ops and NCCL for the
- * gradients; NULL with the reason in msg when no device is usable. */
-static const Ops *cuda_ops(char *msg, size_t n) {
+ * gradients; NULL with the reason in msg when no device is usable. Every
+ * rank calls it at the same point (it is collective): with "auto" either
+ * all ranks take their GPU or all run on the CPU, so they never mix
+ * backends (or NCCL and MPI all-reduces). */
+static const Ops *cuda_ops(int required, char *msg, size_t n) {
   static int dev = -2;
   static char reason[256];
   if (dev == -2) dev = cuda_use_device(comm_info().local_rank, reason, sizeof reason);
-  if (dev < 0) {
-    snprintf(msg, n, "%s", reason);
+  if (dev < 0 && required) die("device cuda (rank %d): %s", comm_info().rank, reason);
+  int with = ranks_with_gpu(dev >= 0), size = comm_info().size;
+  if (with < size) {
+    if (dev < 0) snprintf(msg, n, "%s", reason);
+    else snprintf(msg, n, "%d of %d ranks have no usable GPU", size - with, size);
     return NULL;
   }
   comm_use_nccl();
@@ -62,7 +75,7 @@ const Ops *select_ops(const char *device, int threads) {
   if (want_cuda || any) {
 #ifdef BERTRAIN_HAVE_CUDA
     char msg[256] = "";
-    const Ops *ops = cuda_ops(msg, sizeof msg);
+    const Ops *ops = cuda_ops(want_cuda, msg, sizeof msg);
     if (ops) return ops;
     if (want_cuda) die("device cuda (rank %d): %s", comm_info().rank, msg);
     info("device auto: no usable GPU (%s); running on the CPU", msg);

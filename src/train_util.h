@@ -18,7 +18,8 @@ const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, siz
 /* The backend device names: cpu (threads > 0: that many OpenMP threads, 0 =
  * all cores), cuda (this rank's GPU, local rank % devices, with NCCL for the
  * gradient all-reduce; dies when there is none or CUDA is not built in) or
- * auto (cuda when usable, else cpu). */
+ * auto (cuda when every rank has a usable GPU, else cpu on every rank).
+ * Collective under MPI: every rank calls it at the same point. */
 const Ops *select_ops(const char *device, int threads);
 /* select_ops(run.device, run.threads), with run.tf32 and run.precision
  * applied (the CPU backend refuses bf16). */

@@ -6,7 +6,8 @@
 # amplify), and a checkpoint written on the GPU (epoch-0001.h5) resumes on
 # the CPU and continues as the CPU run does, and the other way round; a
 # bf16 run (run.precision) stays within 5e-2 of the fp32 losses.
-# Needs a GPU: skipped (77) without one.
+# Needs a GPU: skipped (77) without one. BERTRAIN_TEST_ARGS adds options to
+# every run (the CUDA emulator's copy of this test takes a smaller batch).
 source "$SRC/tests/sh_util.sh"
 source "$SRC/tests/train_fixture.sh"
 
@@ -14,6 +15,8 @@ why=$(gpu_usable) || skip "no usable GPU ($why)"
 make_tiny_data "$T_DIR/data" || { echo "FAIL: could not make the tiny data set" >&2; exit 1; }
 RUN=(--config "$T_DIR/data/tiny.ini" --set pretrain.epochs=2 --set pretrain.steps_per_epoch=10
      --set pretrain.milestone_epochs=1)
+# shellcheck disable=SC2206
+RUN+=(${BERTRAIN_TEST_ARGS:-})
 
 # max_rel A B: the largest relative difference of the loss column (3) of two
 # metrics.csv files over the steps both have, from step $3 on.

@@ -1,0 +1,171 @@
+/* The emulator's cuBLAS: column-major GEMMs through OpenBLAS. Arguments are
+ * checked as cuBLAS checks them (sizes, leading dimensions), and every
+ * matrix must lie inside device memory. TF32 math and bf16 inputs are
+ * converted to packed fp32 copies first (TF32: 10 mantissa bits, rounded
+ * to nearest), then multiplied in fp32, which is what the tensor cores'
+ * fp32 accumulation gives up to summation order. */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_bf16.h"
+#include "emu_internal.h"
+
+struct EmuBlas {
+  cublasMath_t math;
+};
+
+namespace {
+
+/* One operand: element (r, c) of batch b is at base[b * stride + c * ld + r]
+ * (column-major), rows x cols as stored. */
+struct Operand {
+  const void *base;
+  cudaDataType type;
+  int rows, cols, ld;
+  long long stride;
+};
+
+size_t type_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
+
+bool inside_device(const Operand &o, int batch) {
+  if (o.rows == 0 || o.cols == 0 || batch == 0) return true;
+  if (o.stride < 0) return false;
+  size_t last = (size_t)(batch - 1) * (size_t)o.stride + (size_t)(o.cols - 1) * o.ld + o.rows;
+  return emu_is_device_range(o.base, last * type_bytes(o.type)) != 0;
+}
+
+float tf32(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* Batch b of o as packed fp32 (ld = rows), converted as the math mode says. */
+void unpack(const Operand &o, int b, bool round_tf32, std::vector<float> &out) {
+  out.resize((size_t)o.rows * o.cols);
+  for (int c = 0; c < o.cols; c++)
+    for (int r = 0; r < o.rows; r++) {
+      size_t i = (size_t)b * (size_t)o.stride + (size_t)c * o.ld + r;
+      float v = o.type == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)o.base)[i])
+                                      : ((const float *)o.base)[i];
+      out[(size_t)c * o.rows + r] = round_tf32 ? tf32(v) : v;
+    }
+}
+
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                    int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
+                    long long sC, int batch) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (m < 0 || n < 0 || k < 0 || batch < 0 || ta == CUBLAS_OP_C || tb == CUBLAS_OP_C)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  A.rows = ta == CUBLAS_OP_N ? m : k, A.cols = ta == CUBLAS_OP_N ? k : m;
+  B.rows = tb == CUBLAS_OP_N ? k : n, B.cols = tb == CUBLAS_OP_N ? n : k;
+  if (A.ld < (A.rows > 1 ? A.rows : 1) || B.ld < (B.rows > 1 ? B.rows : 1) || ldc < (m > 1 ? m : 1))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  Operand Co = {C, CUDA_R_32F, m, n, ldc, sC};
+  if (!inside_device(A, batch) || !inside_device(B, batch) || !inside_device(Co, batch)) {
+    fprintf(stderr, "cuda emulator: a GEMM operand (m=%d n=%d k=%d batch=%d) is not inside device memory\n",
+            m, n, k, batch);
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  bool round = h->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  std::vector<float> a, bm;
+  for (int b = 0; b < batch; b++) {
+    float *c = C + (size_t)b * (size_t)sC;
+    /* beta = 0: C is written, never read (it may hold NaN) */
+    if (beta == 0.0f)
+      for (int j = 0; j < n; j++) memset(c + (size_t)j * ldc, 0, (size_t)m * sizeof *c);
+    if (m == 0 || n == 0 || k == 0) continue;
+    unpack(A, b, round, a);
+    unpack(B, b, round, bm);
+    cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, a.data(), A.rows,
+                bm.data(), B.rows, beta, c, ldc);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *cublasGetStatusString(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED (emulator)";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED (emulator)";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE (emulator)";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED (emulator)";
+  }
+  return "unknown cuBLAS status (emulator)";
+}
+
+cublasStatus_t cublasCreate(cublasHandle_t *h) {
+  *h = new EmuBlas{CUBLAS_DEFAULT_MATH};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t) {
+  return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  h->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t) {
+  return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+
+/* Only host pointers for alpha and beta are emulated. */
+cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return mode == CUBLAS_POINTER_MODE_HOST ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                           int n, int k, const float *alpha, const float *A, int lda,
+                           const float *B, int ldb, const float *beta, float *C, int ldc) {
+  return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, 0},
+              Operand{B, CUDA_R_32F, 0, 0, ldb, 0}, *beta, C, ldc, 0, 1);
+}
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
+                                         cublasOperation_t tb, int m, int n, int k,
+                                         const float *alpha, const float *A, int lda,
+                                         long long sA, const float *B, int ldb, long long sB,
+                                         const float *beta, float *C, int ldc, long long sC,
+                                         int batch) {
+  return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, sA},
+              Operand{B, CUDA_R_32F, 0, 0, ldb, sB}, *beta, C, ldc, sC, batch);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
+                                          cublasOperation_t tb, int m, int n, int k,
+                                          const void *alpha, const void *A, cudaDataType typeA,
+                                          int lda, long long sA, const void *B,
+                                          cudaDataType typeB, int ldb, long long sB,
+                                          const void *beta, void *C, cudaDataType typeC,
+                                          int ldc, long long sC, int batch,
+                                          cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  return gemm(h, ta, tb, m, n, k, *(const float *)alpha, Operand{A, typeA, 0, 0, lda, sA},
+              Operand{B, typeB, 0, 0, ldb, sB}, *(const float *)beta, (float *)C, ldc, sC, batch);
+}
+
+}  // extern "C"

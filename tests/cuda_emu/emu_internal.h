@@ -1,0 +1,17 @@
+/* Shared by the emulator's sources. */
+#ifndef EMU_INTERNAL_H
+#define EMU_INTERNAL_H
+
+#include <stddef.h>
+
+#include "cuda_runtime.h"
+
+/* The error cudaGetLastError returns next (the first one is kept). */
+void emu_set_error(cudaError_t err);
+/* Reports a broken rule inside the running kernel and ends the process. */
+[[noreturn]] void emu_kernel_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "N bytes past the end of a M-byte allocation" or "not near device
+ * memory", for fault reports. */
+void emu_describe_address(const void *p, char *out, size_t n);
+
+#endif

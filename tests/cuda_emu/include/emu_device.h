@@ -1,0 +1,127 @@
+/* Device-side CUDA as the CPU emulator runs it (C++ only). A kernel is a
+ * plain function; every CUDA thread of a block is a fiber on the host, so
+ * __syncthreads and warp shuffles really wait for the other threads (a
+ * barrier that not every live thread reaches is reported as an error, not
+ * left to hang). Launches arrive here from translate.py, which rewrites
+ * kernel<<<grid, block>>>(args) into emu::launch("kernel", ...). */
+#ifndef EMU_DEVICE_H
+#define EMU_DEVICE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+/* Shared memory is one object per kernel; blocks run one after another. */
+#define __shared__ static
+
+struct uint3 {
+  unsigned x, y, z;
+};
+
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+/* Set by the scheduler before it resumes a thread. */
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+static const int warpSize = 32;
+
+namespace emu {
+
+struct LaunchConfig {
+  dim3 grid, block;
+  size_t shared_bytes;
+  cudaStream_t stream;
+};
+
+inline LaunchConfig config(dim3 grid, dim3 block, size_t shared_bytes = 0,
+                           cudaStream_t stream = 0) {
+  return LaunchConfig{grid, block, shared_bytes, stream};
+}
+
+/* Runs body(ctx) as every thread of every block of the grid. */
+void run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void *), void *ctx);
+
+template <class Kernel, class... Args>
+void launch(const char *name, const LaunchConfig &c, Kernel kernel, Args... args) {
+  auto call = [&]() { kernel(args...); };
+  run_grid(name, c, [](void *p) { (*static_cast<decltype(call) *>(p))(); }, &call);
+}
+
+/* Waits until every live thread of the block is here. */
+void sync_block();
+/* A warp exchange: this thread offers bits and gets those of lane src
+ * (its own when src is outside the warp's width segment). */
+uint64_t shuffle(unsigned mask, uint64_t bits, int src_lane, int width);
+int lane_id();
+
+template <class T>
+T shuffle_as(unsigned mask, T v, int src_lane, int width) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a type wider than 64 bits");
+  uint64_t bits = 0;
+  memcpy(&bits, &v, sizeof v);
+  bits = shuffle(mask, bits, src_lane, width);
+  T r;
+  memcpy(&r, &bits, sizeof r);
+  return r;
+}
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::sync_block(); }
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  int lane = emu::lane_id() & (width - 1);
+  return emu::shuffle_as(mask, v, lane ^ lane_mask, width);
+}
+
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  int lane = emu::lane_id() & (width - 1);
+  return emu::shuffle_as(mask, v, lane + (int)delta, width);
+}
+
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+  return emu::shuffle_as(mask, v, src_lane & (width - 1), width);
+}
+
+/* Threads of one block never run at the same time, so atomics are plain. */
+inline int atomicCAS(int *p, int compare, int value) {
+  int old = *p;
+  if (old == compare) *p = value;
+  return old;
+}
+template <class T>
+T atomicAdd(T *p, T v) {
+  T old = *p;
+  *p = old + v;
+  return old;
+}
+
+template <class A, class B>
+inline typename std::common_type<A, B>::type min(A a, B b) {
+  return a < b ? a : b;
+}
+template <class A, class B>
+inline typename std::common_type<A, B>::type max(A a, B b) {
+  return a < b ? b : a;
+}
+
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+
+#endif
