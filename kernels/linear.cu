@@ -22,11 +22,8 @@ static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
   if (n > cap[which]) {
     /* earlier products may still be reading the old buffer */
     CUDA_CHECK(cudaDeviceSynchronize(), "bf16 operand buffer (%zu elements)", n);
-    CUDA_CHECK(cudaFree(buf[which]), "bf16 operand buffer free");
-    buf[which] = NULL;
-    cap[which] = 0;
-    CUDA_CHECK(cudaMalloc((void **)&buf[which], n * sizeof(__nv_bfloat16)),
-               "bf16 operand buffer (%zu elements)", n);
+    dev_free(buf[which], "bf16 operand buffer");
+    buf[which] = (__nv_bfloat16 *)dev_alloc(n * sizeof(__nv_bfloat16), "bf16 operand buffer");
     cap[which] = n;
   }
   return buf[which];

@@ -56,10 +56,8 @@ void *cuda_scratch(size_t bytes) {
   if (bytes > cap) {
     /* earlier ops may still be reading the old buffer */
     CUDA_CHECK(cudaDeviceSynchronize(), "scratch (%zu bytes)", bytes);
-    CUDA_CHECK(cudaFree(buf), "scratch free (%zu bytes)", cap);
-    buf = NULL;
-    cap = 0;
-    CUDA_CHECK(cudaMalloc(&buf, bytes), "scratch alloc (%zu bytes)", bytes);
+    dev_free(buf, "scratch");
+    buf = dev_alloc(bytes, "scratch");
     cap = bytes;
   }
   return buf;
@@ -68,7 +66,7 @@ void *cuda_scratch(size_t bytes) {
 BadId *cuda_bad_id(void) {
   static BadId *rec;
   if (!rec) {
-    CUDA_CHECK(cudaMalloc((void **)&rec, sizeof *rec), "bad-id record alloc");
+    rec = (BadId *)dev_alloc(sizeof *rec, "bad-id record");
     CUDA_CHECK(cudaMemset(rec, 0, sizeof *rec), "bad-id record memset");
   }
   return rec;
@@ -96,14 +94,12 @@ void cuda_check_bad_id(void) {
 /* ---- memory ---- */
 
 static void *cuda_alloc(size_t bytes) {
-  void *p = NULL;
-  size_t n = bytes ? bytes : 1;
-  CUDA_CHECK(cudaMalloc(&p, n), "alloc (%zu bytes)", bytes);
-  CUDA_CHECK(cudaMemset(p, 0, n), "alloc memset (%zu bytes)", bytes);
+  void *p = dev_alloc(bytes, "ops");
+  CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 1), "alloc memset (%zu bytes)", bytes);
   return p;
 }
 
-static void cuda_free(void *p) { CUDA_CHECK(cudaFree(p), "free (%p)", p); }
+static void cuda_free(void *p) { dev_free(p, "ops"); }
 
 static void cuda_zero(void *p, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
@@ -151,6 +147,9 @@ extern "C" const Ops *ops_cuda(void) {
     t.set_threads = cuda_set_threads;
     t.set_tf32 = cuda_set_tf32;
     t.set_bf16 = cuda_set_bf16;
+    t.device_info = cuda_device_info;
+    t.mark = cuda_mark;
+    t.mark_ms = cuda_mark_ms;
     t.linear_fwd = cuda_linear_fwd;
     t.linear_bwd = cuda_linear_bwd;
     t.embed_fwd = cuda_embed_fwd;

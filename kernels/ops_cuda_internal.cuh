@@ -47,6 +47,14 @@ static inline unsigned grid_for(size_t n, int threads) {
 
 static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
+/* device.cu: every device buffer of the backend comes from dev_alloc (its
+ * contents undefined) and goes back through dev_free, so the peak is known. */
+void *dev_alloc(size_t bytes, const char *what);
+void dev_free(void *p, const char *what);
+void cuda_device_info(DeviceInfo *out);
+void cuda_mark(int slot);
+double cuda_mark_ms(int from, int to);
+
 /* ops_cuda.cu */
 cublasHandle_t cuda_blas(void);
 /* A device buffer of at least bytes, reused by every op (stream order keeps

@@ -13,6 +13,7 @@
 #include "grad_buckets.h"
 #include "commands.h"
 #include "model.h"
+#include "ops_profile.h"
 #include "prefetch.h"
 #include "rng.h"
 #include "train_util.h"
@@ -170,6 +171,22 @@ static void choose_threads(const Ops *ops, int threads, const CommInfo *ci) {
   if (threads > 0) ops->set_threads(threads);
 }
 
+/* Model FLOP/s per rank as TFLOP/s, MFU against the device's bf16 peak, and
+ * the peak memory the backend held (rank 0's device). */
+static void report_device(const Bench *b, double step_ms, double flops) {
+  DeviceInfo di;
+  b->ops->device_info(&di);
+  double tflops = flops / (step_ms * 1e-3) / 1e12;
+  printf("bench: per rank %.2f model TFLOP/s", tflops);
+  if (di.peak_bf16_flops > 0)
+    printf(", MFU %.1f%% of the bf16 peak %.0f TFLOP/s (%s)", 100 * tflops * 1e12 / di.peak_bf16_flops,
+           di.peak_bf16_flops / 1e12, di.peak_basis);
+  printf("\n");
+  if (di.peak_bytes)
+    printf("bench: peak device memory %.1f MiB (the backend's buffers; library workspaces not "
+           "counted)\n", di.peak_bytes / 1048576.0);
+}
+
 static void report(const Bench *b, double *ms, int steps, double flops, double loss0,
                    double loss) {
   /* Each part and the step time averaged over the ranks. */
@@ -192,12 +209,14 @@ static void report(const Bench *b, double *ms, int steps, double flops, double l
          "%.2f ms waiting for the slowest rank (%.1f%%), %.2f ms waiting for data (%.1f%%)\n",
          comp, 100 * comp / mean, comm, 100 * comm / mean, imbalance, 100 * imbalance / mean,
          wait, 100 * wait / mean);
+  report_device(b, mean, flops);
 }
 
 static int run(int argc, char **argv) {
   Config cfg;
   const char *device = "cpu", *opt_name = "adamw", *data = NULL, *bucket = "0", *precision = "fp32";
   int batch = 32, seq = -1, pred = -1, steps = 10, warmup = 2, vocab = -1, threads = 0, tf32 = 0;
+  int profile = 0;
   CliOpt opts[] = {
     {"device", OPT_STRING, &device},   {"batch", OPT_INT, &batch},
     {"seq", OPT_INT, &seq},            {"pred", OPT_INT, &pred},
@@ -205,7 +224,7 @@ static int run(int argc, char **argv) {
     {"vocab-size", OPT_INT, &vocab},   {"threads", OPT_INT, &threads},
     {"optimizer", OPT_STRING, &opt_name}, {"data", OPT_STRING, &data},
     {"bucket-mb", OPT_STRING, &bucket}, {"tf32", OPT_FLAG, &tf32},
-    {"precision", OPT_STRING, &precision},
+    {"precision", OPT_STRING, &precision}, {"profile", OPT_FLAG, &profile},
   };
   int first = cli_parse(&CMD_BENCH, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
   if (first < argc) die("bench: unexpected argument '%s'", argv[first]);
@@ -215,6 +234,7 @@ static int run(int argc, char **argv) {
     die("bench: --optimizer must be adamw or lamb (got '%s')", opt_name);
   Bench b = {.kind = kind, .ci = comm_init(), .batch = batch};
   b.ops = select_ops(device, 0);
+  if (profile) b.ops = ops_profiled(b.ops);
   b.ops->set_tf32(tf32);
   if (strcmp(precision, "bf16") == 0) b.ops->set_bf16(1);
   else if (strcmp(precision, "fp32") != 0)
@@ -250,6 +270,9 @@ static int run(int argc, char **argv) {
   double flops = model_train_flops(&shape, MODEL_PRETRAIN, batch, seq, pred);
   if (b.ci.rank == 0) {
     int nt = omp_get_max_threads();
+    DeviceInfo di;
+    b.ops->device_info(&di);
+    printf("bench: device %s: %s\n", b.ops->name, di.name);
     printf("bench: device %s, %d rank%s x %d thread%s; model L=%d H=%d heads=%d I=%d vocab %d, "
            "%.2fM parameters\n", b.ops->name, b.ci.size, b.ci.size == 1 ? "" : "s", nt,
            nt == 1 ? "" : "s", shape.layers, shape.hidden, shape.heads, shape.intermediate, vocab,
@@ -263,15 +286,19 @@ static int run(int argc, char **argv) {
   }
 
   double loss0 = 0, loss = 0, *ms = xmalloc((size_t)steps * sizeof *ms);
+  if (profile) ops_profile_reset(); /* not the model's set-up */
   for (int s = 1; s <= warmup + steps; s++) {
     comm_barrier(); /* the ranks start each step together: the parts are comparable */
-    double t0 = now_seconds();
+    b.ops->mark(0);
     loss = train_step(&b, s, warmup + steps, s > warmup);
+    b.ops->mark(1);
     if (s == 1) loss0 = loss;
-    if (s > warmup) ms[s - warmup - 1] = (now_seconds() - t0) * 1e3;
+    if (profile && s == warmup) ops_profile_reset();
+    if (s > warmup) ms[s - warmup - 1] = b.ops->mark_ms(0, 1);
     if (!isfinite(loss)) die("bench: the loss is not finite at step %d", s);
   }
   report(&b, ms, steps, flops, loss0, loss);
+  if (profile && b.ci.rank == 0) ops_profile_print(stdout, steps);
 
   free(ms);
   prefetch_free(b.pf);
@@ -288,20 +315,23 @@ const Command CMD_BENCH = {
   "usage: bertrain bench --config MODEL.ini [--device cpu|cuda|auto] [--batch N] [--seq N] [--pred N]\n"
   "                      [--steps N] [--warmup N] [--vocab-size N] [--threads N]\n"
   "                      [--optimizer adamw|lamb] [--data DIR] [--bucket-mb X] [--tf32]\n"
-  "                      [--precision fp32|bf16]\n"
+  "                      [--precision fp32|bf16] [--profile]\n"
   "       mpirun -np R bertrain bench ...   (R data-parallel ranks)\n\n"
   "Builds the model of the [model] section with random weights and times full\n"
   "pre-training steps as 'bertrain pretrain' runs them on each rank: forward and\n"
   "backward of one batch, the all-reduce of the gradients over the ranks, gradient\n"
   "clipping at norm 1 and the optimizer. The batch is one synthetic batch of\n"
   "random tokens, or with --data the shards' samples in pretrain's order, read on\n"
-  "a second thread one step ahead. Prints ms/step, sequences/s over all ranks and\n"
-  "GFLOP/s, and the step split into computing, the all-reduce alone, waiting for\n"
-  "the slowest rank (a barrier before the all-reduce, timed apart) and waiting\n"
-  "for data (averaged over the ranks), counting matrix-multiply FLOPs: per sequence\n"
-  "3 x (forward), forward = S L 2 (4H^2 + 2HI) + 4 L S^2 H + 2H^2 + 4H + P (2H^2 + 2HV).\n\n"
+  "a second thread one step ahead. Steps are timed on the device's clock (CUDA\n"
+  "events on GPUs). Prints ms/step, sequences/s over all ranks and GFLOP/s, the\n"
+  "step split into computing, the all-reduce alone, waiting for the slowest rank\n"
+  "(a barrier before the all-reduce, timed apart) and waiting for data (averaged\n"
+  "over the ranks), model TFLOP/s per rank with the MFU against the GPU's dense\n"
+  "bf16 peak, and the peak device memory of the backend's buffers. FLOPs count\n"
+  "the matrix products: per sequence 3 x (forward), forward =\n"
+  "S L 2 (4H^2 + 2HI) + 4 L S^2 H + 2H^2 + 4H + P (2H^2 + 2HV).\n\n"
   "  --device D         cpu (OpenMP + OpenBLAS), cuda (this rank's GPU; cuBLAS +\n"
-  "                     kernels/, fp32) or auto (cuda when a GPU is usable)\n"
+  "                     kernels/) or auto (cuda when every rank has a usable GPU)\n"
   "  --batch N          sequences per step and rank (default 32)\n"
   "  --seq N            tokens per sequence (default data.seq_length; the shards' with --data)\n"
   "  --pred N           masked positions per sequence (default data.max_predictions)\n"
@@ -318,6 +348,9 @@ const Command CMD_BENCH = {
   "                     during the backward (pretrain.allreduce_bucket_mb);\n"
   "                     0 (default): one all-reduce after it\n"
   "  --optimizer NAME   adamw (default) or lamb\n"
-  "  --data DIR         read the batches from DIR/shard-*.h5 instead\n",
+  "  --data DIR         read the batches from DIR/shard-*.h5 instead\n"
+  "  --profile          also print the time of every op and shape per step (the\n"
+  "                     device is synchronised around each op, which slows the\n"
+  "                     step itself; use it to see where the time goes)\n",
   run, 1,
 };

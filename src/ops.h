@@ -60,6 +60,14 @@ typedef struct OptParams {
   int bias_correction; /* 1: divide m, v by (1 - beta^step); 0: original BERT */
 } OptParams;
 
+/* What a backend runs on, for benchmark reports. */
+typedef struct DeviceInfo {
+  char name[128];
+  double peak_bf16_flops; /* dense bf16 tensor FLOP/s; 0 when unknown (CPU) */
+  char peak_basis[96];    /* how peak_bf16_flops was found */
+  size_t peak_bytes;      /* most device memory the backend held at once; 0: not tracked */
+} DeviceInfo;
+
 typedef struct Ops {
   const char *name;
 
@@ -82,6 +90,12 @@ typedef struct Ops {
    * precision, about 1e-2 relative error). GPUs only: the CPU backend dies
    * on 1. */
   void (*set_bf16)(int on);
+  void (*device_info)(DeviceInfo *out);
+  /* Timing on the device's clock (CUDA events; the host clock on the CPU):
+   * mark(i) stamps slot i (0..3) after the work queued so far; mark_ms(a, b)
+   * waits for stamp b and gives the milliseconds from stamp a to b. */
+  void (*mark)(int slot);
+  double (*mark_ms)(int from, int to);
 
   /* ---- linear: y[n,out] = x[n,in] W[out,in]^T + b[out]; b may be NULL ---- */
   void (*linear_fwd)(float *y, const float *x, const float *w, const float *b, int n, int in,

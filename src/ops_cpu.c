@@ -3,6 +3,7 @@
  * value depends on that element alone. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,25 @@ static void cpu_set_tf32(int on) { (void)on; }
 
 static void cpu_set_bf16(int on) {
   if (on) die("ops: bf16 matrix products need the CUDA backend (run.device = cuda)");
+}
+
+static void cpu_device_info(DeviceInfo *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->name, sizeof out->name, "CPU, %d OpenMP threads", omp_get_max_threads());
+}
+
+#define MARKS 4
+static double g_marks[MARKS];
+
+static int mark_slot(int slot) {
+  if (slot < 0 || slot >= MARKS) die("ops: timing mark %d is outside [0, %d)", slot, MARKS);
+  return slot;
+}
+
+static void cpu_mark(int slot) { g_marks[mark_slot(slot)] = now_seconds(); }
+
+static double cpu_mark_ms(int from, int to) {
+  return (g_marks[mark_slot(to)] - g_marks[mark_slot(from)]) * 1e3;
 }
 
 static void cpu_set_threads(int n) {
@@ -128,6 +148,9 @@ static const Ops OPS_CPU = {
     .set_threads = cpu_set_threads,
     .set_tf32 = cpu_set_tf32,
     .set_bf16 = cpu_set_bf16,
+    .device_info = cpu_device_info,
+    .mark = cpu_mark,
+    .mark_ms = cpu_mark_ms,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .embed_fwd = cpu_embed_fwd,

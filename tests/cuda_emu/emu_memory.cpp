@@ -119,6 +119,25 @@ cudaError_t cudaGetDevice(int *dev) {
 
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int dev) {
+  if (dev != 0) return cudaErrorInvalidDevice;
+  memset(prop, 0, sizeof *prop);
+  snprintf(prop->name, sizeof prop->name, "bertrain CUDA emulator (CPU)");
+  return cudaSuccess;
+}
+
+/* A one-SM sm_90 at 1 MHz: MFU figures from the emulator mean nothing. */
+cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int dev) {
+  if (dev != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrClockRate: *value = 1000; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 1; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
   *free_bytes = TOTAL_BYTES - g_in_use;
   *total_bytes = TOTAL_BYTES;
