@@ -37,12 +37,20 @@ static __global__ void tanh_bwd_kernel(float *dx, const float *dy, const float *
 }
 
 /* out[i] = x[i] * keep(elem_offset + i) / (1 - p); s = 1 / (1 - p) comes
- * from the host, computed in float exactly as the CPU backend does. */
+ * from the host, computed in float exactly as the CPU backend does. Thread
+ * g takes the elements of Philox block first_block + g (four consecutive
+ * global indices), so each block of random words is drawn once. */
 static __global__ void dropout_kernel(float *out, const float *x, size_t n, float p, float s,
                                       DropoutKey k) {
-  GRID_STRIDE(i, n) {
-    int keep = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + i, p);
-    out[i] = keep ? x[i] * s : 0.0f;
+  const uint64_t lo = k.elem_offset, hi = lo + n, first_block = lo >> 2;
+  GRID_STRIDE(g, ((hi + 3) >> 2) - first_block) {
+    uint64_t blk = first_block + g;
+    philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, blk);
+    for (uint64_t e = blk << 2; e < (blk << 2) + 4; e++) {
+      if (e < lo || e >= hi) continue;
+      size_t i = (size_t)(e - lo);
+      out[i] = dropout_keep_in(r, e, p) ? x[i] * s : 0.0f;
+    }
   }
 }
 
@@ -92,7 +100,7 @@ static void dropout_apply(const char *op, float *out, const float *x, size_t n, 
     return;
   }
   const float s = 1.0f / (1.0f - p);
-  dropout_kernel<<<grid_for(n, THREADS), THREADS>>>(out, x, n, p, s, k);
+  dropout_kernel<<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p, s, k);
   LAUNCH_CHECK("%s (n=%zu p=%g)", op, n, p);
 }
 

@@ -29,24 +29,27 @@ static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
   return buf[which];
 }
 
-/* dst[b][r][c] = bf16(src[b * stride + r * ld + c]), packed. */
+/* dst[i][r][c] = bf16(src[(i / nh) sb + (i % nh) sh + r ld + c]) for the
+ * count = nb nh matrices of a two-level batch, packed. */
 static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, int cols,
-                                      int ld, long long stride, int batch) {
+                                      int ld, long long sb, long long sh, int nh, int count) {
   size_t per = (size_t)rows * cols;
-  GRID_STRIDE(i, per * batch) {
-    size_t b = i / per, rc = i % per, r = rc / cols, c = rc % cols;
-    dst[i] = __float2bfloat16(src[b * (size_t)stride + r * (size_t)ld + c]);
+  GRID_STRIDE(i, per * count) {
+    size_t m = i / per, rc = i % per, r = rc / cols, c = rc % cols;
+    size_t off = (m / nh) * (size_t)sb + (m % nh) * (size_t)sh;
+    dst[i] = __float2bfloat16(src[off + r * (size_t)ld + c]);
   }
 }
 
-/* The row-major rows x cols matrices (leading dimension ld, batch stride
- * stride) packed as bf16 into buffer which. */
-static const __nv_bfloat16 *packed_bf16(const char *what, int which, const float *src, int rows,
-                                        int cols, int ld, long long stride, int batch) {
-  size_t total = (size_t)rows * cols * batch;
+/* The row-major rows x cols matrices of X (two-level batch, nb x nh)
+ * packed as bf16 into buffer which. */
+static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int rows, int cols,
+                                        int nb, int nh) {
+  size_t count = (size_t)nb * nh, total = (size_t)rows * cols * count;
   __nv_bfloat16 *dst = bf16_buffer(which, total);
-  to_bf16_kernel<<<grid_for(total, THREADS), THREADS>>>(dst, src, rows, cols, ld, stride, batch);
-  LAUNCH_CHECK("%s to bf16 (rows=%d cols=%d ld=%d batch=%d)", what, rows, cols, ld, batch);
+  to_bf16_kernel<<<grid_for(total, THREADS), THREADS>>>(dst, X.p, rows, cols, X.ld, X.sb, X.sh,
+                                                        nh, (int)count);
+  LAUNCH_CHECK("%s to bf16 (rows=%d cols=%d ld=%d batch=%d x %d)", what, rows, cols, X.ld, nb, nh);
   return dst;
 }
 
@@ -55,8 +58,8 @@ static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, f
                       long long sB, float beta, float *C, int ldc, long long sC, int batch) {
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  const __nv_bfloat16 *a = packed_bf16(what, 0, A, ar, ac, lda, sA, batch);
-  const __nv_bfloat16 *b = packed_bf16(what, 1, B, br, bc, ldb, sB, batch);
+  const __nv_bfloat16 *a = packed_bf16(what, 0, Mat{A, lda, sA, 0}, ar, ac, batch, 1);
+  const __nv_bfloat16 *b = packed_bf16(what, 1, Mat{B, ldb, sB, 0}, br, bc, batch, 1);
   CUBLAS_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
                                           (long long)br * bc, a, CUDA_R_16BF, ac,
                                           (long long)ar * ac, &beta, C, CUDA_R_32F, ldc, sC,
@@ -82,6 +85,75 @@ void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alph
                                            lda, sA, &beta, C, ldc, sC, batch),
                  "%s sgemm batched (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d ta=%d tb=%d batch=%d)",
                  what, m, n, k, lda, ldb, ldc, ta, tb, batch);
+}
+
+/* ---- products over a two-level batch (attention: samples x heads) ---- */
+
+/* out[w * count + i] = base_w + ((i / nh) sb_w + (i % nh) sh_w) elements. */
+struct PtrSpec {
+  const char *base;
+  long long sb, sh;
+  int elem_bytes;
+};
+
+static __global__ void grid_ptrs_kernel(const void **out, PtrSpec a, PtrSpec b, PtrSpec c,
+                                        int nh, int count) {
+  GRID_STRIDE(i, (size_t)count) {
+    size_t bi = i / nh, hi = i % nh;
+    out[i] = a.base + (bi * a.sb + hi * a.sh) * a.elem_bytes;
+    out[count + i] = b.base + (bi * b.sb + hi * b.sh) * b.elem_bytes;
+    out[2 * (size_t)count + i] = c.base + (bi * c.sb + hi * c.sh) * c.elem_bytes;
+  }
+}
+
+/* Device arrays of the A, B and C pointers of count products (a buffer
+ * reused by every call, in stream order). */
+static const void **grid_ptrs(const char *what, PtrSpec a, PtrSpec b, PtrSpec c, int nh,
+                              int count) {
+  static const void **buf;
+  static size_t cap;
+  size_t need = 3 * (size_t)count;
+  if (need > cap) {
+    CUDA_CHECK(cudaDeviceSynchronize(), "%s pointer arrays (%d products)", what, count);
+    dev_free((void *)buf, "gemm pointer arrays");
+    buf = (const void **)dev_alloc(need * sizeof *buf, "gemm pointer arrays");
+    cap = need;
+  }
+  grid_ptrs_kernel<<<grid_for((size_t)count, THREADS), THREADS>>>(buf, a, b, c, nh, count);
+  LAUNCH_CHECK("%s pointer arrays (%d products)", what, count);
+  return buf;
+}
+
+void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
+                  Mat B, float beta, Mat C, int nb, int nh) {
+  cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int count = nb * nh;
+  PtrSpec pc = {(const char *)C.p, C.sb, C.sh, (int)sizeof(float)};
+  if (!g_bf16) {
+    PtrSpec pa = {(const char *)A.p, A.sb, A.sh, (int)sizeof(float)};
+    PtrSpec pb = {(const char *)B.p, B.sb, B.sh, (int)sizeof(float)};
+    const void **p = grid_ptrs(what, pa, pb, pc, nh, count);
+    CUBLAS_CHECK(cublasSgemmBatched(cuda_blas(), ob, oa, n, m, k, &alpha, (const float **)p + count,
+                                    B.ld, (const float **)p, A.ld, &beta, (float **)p + 2 * count,
+                                    C.ld, count),
+                 "%s sgemm batched (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d ta=%d tb=%d count=%d)",
+                 what, m, n, k, A.ld, B.ld, C.ld, ta, tb, count);
+    return;
+  }
+  int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  const __nv_bfloat16 *a = packed_bf16(what, 0, A, ar, ac, nb, nh);
+  const __nv_bfloat16 *b = packed_bf16(what, 1, B, br, bc, nb, nh);
+  /* packed: matrix i at i * rows * cols, i.e. sb = nh * per, sh = per */
+  long long pa_per = (long long)ar * ac, pb_per = (long long)br * bc;
+  PtrSpec pa = {(const char *)a, nh * pa_per, pa_per, (int)sizeof *a};
+  PtrSpec pb = {(const char *)b, nh * pb_per, pb_per, (int)sizeof *b};
+  const void **p = grid_ptrs(what, pa, pb, pc, nh, count);
+  CUBLAS_CHECK(cublasGemmBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, p + count, CUDA_R_16BF,
+                                   bc, p, CUDA_R_16BF, ac, &beta, (void *const *)(p + 2 * count),
+                                   CUDA_R_32F, C.ld, count, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT),
+               "%s bf16 gemm batched (m=%d n=%d k=%d ldc=%d ta=%d tb=%d count=%d)", what, m, n, k,
+               C.ld, ta, tb, count);
 }
 
 static __global__ void bias_rows_kernel(float *y, const float *b, size_t total, int out) {

@@ -111,6 +111,17 @@ __device__ inline float block_max(float v) {
 void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
              const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
              float beta, float *C, int ldc, long long sC, int batch);
+/* A row-major operand of a two-level batch: matrix (b, h) at
+ * p + b * sb + h * sh (elements), leading dimension ld. */
+struct Mat {
+  const float *p;
+  int ld;
+  long long sb, sh;
+};
+/* gemm_rm over nb x nh products (b, h) in one cuBLAS call: C(b,h) =
+ * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h). */
+void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
+                  Mat B, float beta, Mat C, int nb, int nh);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
 void cuda_set_bf16(int on);
 

@@ -56,10 +56,14 @@ DROPOUT_FN float dropout_uniform(uint32_t bits) {
   return (float)(bits >> 8) * (1.0f / 16777216.0f);
 }
 
+/* 1 when element e is kept, given the words r of its block (e / 4). */
+DROPOUT_FN int dropout_keep_in(philox4x32_ctr_t r, uint64_t e, float p) {
+  return dropout_uniform(r.v[e & 3]) >= p;
+}
+
 /* 1 when element e (global index) is kept at drop probability p. */
 DROPOUT_FN int dropout_keep(uint64_t seed, uint32_t step, uint32_t tensor, uint64_t e, float p) {
-  philox4x32_ctr_t r = dropout_block(seed, step, tensor, e >> 2);
-  return dropout_uniform(r.v[e & 3]) >= p;
+  return dropout_keep_in(dropout_block(seed, step, tensor, e >> 2), e, p);
 }
 
 #endif

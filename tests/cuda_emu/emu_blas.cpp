@@ -92,6 +92,26 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
   return CUBLAS_STATUS_SUCCESS;
 }
 
+/* Products from arrays of pointers, which must lie in device memory. */
+cublasStatus_t gemm_pointers(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                             int n, int k, float alpha, const void *const A[], cudaDataType tA,
+                             int lda, const void *const B[], cudaDataType tB, int ldb, float beta,
+                             void *const C[], int ldc, int batch) {
+  if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  size_t bytes = (size_t)batch * sizeof(void *);
+  if (batch && (!emu_is_device_range(A, bytes) || !emu_is_device_range(B, bytes) ||
+                !emu_is_device_range(C, bytes))) {
+    fprintf(stderr, "cuda emulator: batched GEMM pointer arrays are not in device memory\n");
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  for (int i = 0; i < batch; i++) {
+    cublasStatus_t st = gemm(h, ta, tb, m, n, k, alpha, Operand{A[i], tA, 0, 0, lda, 0},
+                             Operand{B[i], tB, 0, 0, ldb, 0}, beta, (float *)C[i], ldc, 0, 1);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 }  // namespace
 
 extern "C" {
@@ -166,6 +186,28 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
     return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm(h, ta, tb, m, n, k, *(const float *)alpha, Operand{A, typeA, 0, 0, lda, sA},
               Operand{B, typeB, 0, 0, ldb, sB}, *(const float *)beta, (float *)C, ldc, sC, batch);
+}
+
+cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                  int m, int n, int k, const float *alpha,
+                                  const float *const A[], int lda, const float *const B[],
+                                  int ldb, const float *beta, float *const C[], int ldc,
+                                  int batch) {
+  return gemm_pointers(h, ta, tb, m, n, k, *alpha, (const void *const *)A, CUDA_R_32F, lda,
+                       (const void *const *)B, CUDA_R_32F, ldb, *beta, (void *const *)C, ldc,
+                       batch);
+}
+
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                   int m, int n, int k, const void *alpha, const void *const A[],
+                                   cudaDataType typeA, int lda, const void *const B[],
+                                   cudaDataType typeB, int ldb, const void *beta,
+                                   void *const C[], cudaDataType typeC, int ldc, int batch,
+                                   cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  return gemm_pointers(h, ta, tb, m, n, k, *(const float *)alpha, A, typeA, lda, B, typeB, ldb,
+                       *(const float *)beta, C, ldc, batch);
 }
 
 }  // extern "C"

@@ -61,6 +61,17 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           const void *beta, void *C, cudaDataType typeC,
                                           int ldc, long long sC, int batch,
                                           cublasComputeType_t compute, cublasGemmAlgo_t algo);
+cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                  int m, int n, int k, const float *alpha,
+                                  const float *const A[], int lda, const float *const B[],
+                                  int ldb, const float *beta, float *const C[], int ldc,
+                                  int batch);
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                   int m, int n, int k, const void *alpha, const void *const A[],
+                                   cudaDataType typeA, int lda, const void *const B[],
+                                   cudaDataType typeB, int ldb, const void *beta,
+                                   void *const C[], cudaDataType typeC, int ldc, int batch,
+                                   cublasComputeType_t compute, cublasGemmAlgo_t algo);
 
 #ifdef __cplusplus
 }
