@@ -4,12 +4,11 @@
  * partials in order. */
 #include "ops_cuda_internal.cuh"
 
-static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x,
-                                            const float *gamma, const float *beta, int c,
-                                            float eps) {
-  size_t r = blockIdx.x;
-  const float *xr = x + r * c;
-  float *o = out + r * c;
+/* LayerNorm of row r (xr) into o, with its mean and rstd; every thread of
+ * the block calls it. */
+__device__ static void layernorm_row(float *o, float *mean, float *rstd, const float *xr,
+                                     const float *gamma, const float *beta, int c, float eps,
+                                     size_t r) {
   double s = 0.0;
   for (int j = threadIdx.x; j < c; j += blockDim.x) s += xr[j];
   double mu = block_sum(s) / c, ss = 0.0;
@@ -21,6 +20,32 @@ static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd
     mean[r] = m;
     rstd[r] = rs;
   }
+}
+
+static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x,
+                                            const float *gamma, const float *beta, int c,
+                                            float eps) {
+  size_t r = blockIdx.x;
+  layernorm_row(out + r * c, mean, rstd, x + r * c, gamma, beta, c, eps, r);
+}
+
+/* One block per row: sum = dropout(y) + res, then its LayerNorm. The
+ * product and the add are rounded one at a time (no FMA), as the CPU's
+ * separate passes round them. Each thread reads back only the elements of
+ * sum it wrote, so sum may be y. */
+static __global__ void residual_ln_kernel(float *out, float *sum, float *mean, float *rstd,
+                                          const float *y, const float *res, const float *gamma,
+                                          const float *beta, int c, float eps, float p, float s,
+                                          DropoutKey k) {
+  size_t r = blockIdx.x, base = r * c;
+  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+    float v = y[base + j];
+    if (p > 0.0f)
+      v = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + base + j, p) ? __fmul_rn(v, s)
+                                                                               : 0.0f;
+    sum[base + j] = __fadd_rn(v, res[base + j]);
+  }
+  layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
 }
 
 /* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy. */
@@ -81,6 +106,18 @@ void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
   if (cuda_no_work("layernorm_fwd", n, c, 1)) return;
   layernorm_fwd_kernel<<<(unsigned)n, ROW_THREADS>>>(out, mean, rstd, x, gamma, beta, c, eps);
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
+}
+
+void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
+                          const float *res, const float *gamma, const float *beta, int n, int c,
+                          float eps, float p, DropoutKey key) {
+  if (!(p >= 0.0f && p < 1.0f))
+    die("ops: residual_ln_fwd: dropout probability must be in [0, 1) (got %g)", p);
+  if (cuda_no_work("residual_ln_fwd", n, c, 1)) return;
+  const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  residual_ln_kernel<<<(unsigned)n, ROW_THREADS>>>(out, sum, mean, rstd, y, res, gamma, beta, c,
+                                                   eps, p, s, key);
+  LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
 
 /* The column pass runs first, so the row pass may overwrite dy. */

@@ -1,7 +1,9 @@
 /* AdamW, LAMB and the sum of squares. The per-element formulas are the CPU
  * backend's, with the per-step constants computed on the host the same way.
- * Norms: fixed SUM_CHUNK-element blocks give double partials, which one
- * block then adds in a fixed order, so they are bit-identical run to run. */
+ * The optimizers are multi-tensor: one launch per step phase covers up to
+ * CHUNK_RANGES parameter ranges. Norms: fixed SUM_CHUNK-element blocks give
+ * double partials, which one block then adds in a fixed order, so they are
+ * bit-identical run to run. */
 #include <math.h>
 
 #include "ops_cuda_internal.cuh"
@@ -10,48 +12,146 @@ extern "C" {
 #include "optim_moments.h"
 }
 
+/* ---- the ranges of one launch ----
+ * Every range is cut into SUM_CHUNK-element tiles, one block per tile, so a
+ * launch covers many ranges (about 80 for BERT-mini, 200 for BERT-base)
+ * instead of one, and LAMB's norm partials are the same per-tile sums in the
+ * same order as with a launch per range. The range table travels by value in
+ * the kernel parameters (no host-to-device copy per step); CHUNK_RANGES
+ * ranges keep it under 3 KB, inside the 4 KB parameter limit of every CUDA
+ * version, and more ranges take a launch per CHUNK_RANGES. */
+#define CHUNK_RANGES 128
+
+struct RangeChunk {
+  int n;                             /* ranges, none of them empty */
+  unsigned first[CHUNK_RANGES + 1];  /* range t has tiles [first[t], first[t+1]) */
+  size_t offset[CHUNK_RANGES], count[CHUNK_RANGES];
+  unsigned char decay[CHUNK_RANGES];
+};
+static_assert(sizeof(RangeChunk) <= 3072, "range table too large for the kernel parameters");
+
+/* Elements [lo, hi) of range t in the flat buffers. */
+struct Tile {
+  int t;
+  size_t lo, hi;
+};
+
+/* This block's tile: the range is the last t with first[t] <= blockIdx.x
+ * (ranges are not empty, so first[] is strictly increasing). The search is
+ * the same in every thread of the block, so the table reads broadcast. */
+__device__ static inline Tile block_tile(const RangeChunk &c) {
+  const unsigned b = blockIdx.x;
+  int lo = 0, hi = c.n - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (c.first[mid] <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  size_t start = (size_t)(b - c.first[lo]) * SUM_CHUNK;
+  Tile s = {lo, c.offset[lo] + start, c.offset[lo] + min(c.count[lo], start + SUM_CHUNK)};
+  return s;
+}
+
+/* One launch sees every range at once: ranges that overlapped would race,
+ * so they must be disjoint; ascending order (as the model's parameter table
+ * has them) makes that a linear check. Empty ranges touch nothing. */
+static void check_ranges(const char *op, const ParamRange *r, int nr) {
+  size_t end = 0;
+  int prev = -1;
+  for (int t = 0; t < nr; t++) {
+    if (!r[t].count) continue;
+    if (prev >= 0 && r[t].offset < end)
+      die("ops: %s: range %d (offset %zu) starts before range %d ends (%zu): ranges must be "
+          "ascending and disjoint",
+          op, t, r[t].offset, prev, end);
+    end = r[t].offset + r[t].count, prev = t;
+  }
+}
+
+/* Fills c with the non-empty ranges from *next on: up to CHUNK_RANGES, and
+ * as many tiles as one grid takes. Advances *next past them; returns the
+ * tiles (0 when no ranges are left). */
+static unsigned next_chunk(RangeChunk *c, const char *op, const ParamRange *r, int nr, int *next) {
+  const size_t max_tiles = 0x7fffffffu; /* grid.x limit */
+  size_t tiles = 0;
+  c->n = 0;
+  for (; *next < nr && c->n < CHUNK_RANGES; ++*next) {
+    const ParamRange *p = &r[*next];
+    size_t nt = ceil_div(p->count, SUM_CHUNK);
+    if (!nt) continue;
+    if (nt > max_tiles) die("ops: %s: range %d has too many elements (%zu)", op, *next, p->count);
+    if (tiles + nt > max_tiles) break;
+    c->first[c->n] = (unsigned)tiles;
+    c->offset[c->n] = p->offset;
+    c->count[c->n] = p->count;
+    c->decay[c->n] = p->decay != 0;
+    c->n++;
+    tiles += nt;
+  }
+  c->first[c->n] = (unsigned)tiles;
+  return (unsigned)tiles;
+}
+
+/* ---- AdamW ---- */
+
 __device__ static inline void update_moments(const Moments &k, float g, float *m, float *v) {
   g *= k.gs;
   *m = k.b1 * *m + k.one_b1 * g;
   *v = k.b2 * *v + k.one_b2 * g * g;
 }
 
-static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, size_t n,
-                                    Moments k, float step_size, float sqrt_c2, float eps,
-                                    float shrink, int decay) {
-  GRID_STRIDE(i, n) {
-    update_moments(k, g[i], &m[i], &v[i]);
-    float wi = decay ? w[i] * shrink : w[i];
-    w[i] = wi - step_size * (m[i] / (sqrtf(v[i]) / sqrt_c2 + eps));
+/* The per-step constants, computed on the host as the CPU backend does. */
+struct AdamwStep {
+  Moments k;
+  float step_size, sqrt_c2, eps, shrink;
+};
+
+static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, RangeChunk c,
+                                    AdamwStep a) {
+  const Tile s = block_tile(c);
+  const int decay = c.decay[s.t];
+  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
+    update_moments(a.k, g[i], &m[i], &v[i]);
+    float wi = decay ? w[i] * a.shrink : w[i];
+    w[i] = wi - a.step_size * (m[i] / (sqrtf(v[i]) / a.sqrt_c2 + a.eps));
   }
 }
 
 void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                 const OptParams *o) {
-  Moments k = optim_moments(o, "adamw");
-  const float step_size = (float)((double)o->lr / k.c1), sqrt_c2 = sqrtf(k.c2), eps = o->eps;
-  const float shrink = 1.0f - o->lr * o->weight_decay;
-  for (int t = 0; t < nr; t++) {
-    size_t off = r[t].offset, n = r[t].count;
-    if (!n) continue;
-    adamw_kernel<<<grid_for(n, THREADS), THREADS>>>(w + off, g + off, m + off, v + off, n, k,
-                                                    step_size, sqrt_c2, eps, shrink, r[t].decay);
-    LAUNCH_CHECK("adamw (range %d: offset=%zu count=%zu)", t, off, n);
+  AdamwStep a;
+  a.k = optim_moments(o, "adamw");
+  a.step_size = (float)((double)o->lr / a.k.c1);
+  a.sqrt_c2 = sqrtf(a.k.c2);
+  a.eps = o->eps;
+  a.shrink = 1.0f - o->lr * o->weight_decay;
+  check_ranges("adamw", r, nr);
+  RangeChunk c;
+  for (int next = 0, from = 0; next < nr; from = next) {
+    unsigned tiles = next_chunk(&c, "adamw", r, nr, &next);
+    if (!tiles) break;
+    adamw_kernel<<<tiles, THREADS>>>(w, g, m, v, c, a);
+    LAUNCH_CHECK("adamw (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1, nr, c.n,
+                 tiles);
   }
 }
+
+/* ---- LAMB ---- */
 
 __device__ static inline float lamb_update(const Moments &k, float m, float v, float w, float eps,
                                            float wd) {
   return (m / k.c1) / (sqrtf(v / k.c2) + eps) + wd * w;
 }
 
-/* Block b: moments of elements [b SUM_CHUNK, (b+1) SUM_CHUNK), and the
- * partial sums of w^2 and u^2 into part[2b], part[2b+1]. */
+/* Block b: the moments of tile b, and its partial sums of w^2 and u^2 into
+ * part[2b], part[2b+1]. */
 static __global__ void lamb_moments_kernel(double *part, const float *w, const float *g, float *m,
-                                           float *v, size_t n, Moments k, float eps, float wd) {
-  size_t lo = (size_t)blockIdx.x * SUM_CHUNK, hi = min(n, lo + SUM_CHUNK);
+                                           float *v, RangeChunk c, Moments k, float eps,
+                                           float weight_decay) {
+  const Tile s = block_tile(c);
+  const float wd = c.decay[s.t] ? weight_decay : 0.0f;
   double sw = 0.0, su = 0.0;
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
     update_moments(k, g[i], &m[i], &v[i]);
     float u = lamb_update(k, m[i], v[i], w[i], eps, wd);
     sw += (double)w[i] * w[i];
@@ -65,45 +165,57 @@ static __global__ void lamb_moments_kernel(double *part, const float *w, const f
   }
 }
 
-/* One block: the norms from the partials, then *step = lr * trust ratio. */
-static __global__ void lamb_ratio_kernel(float *step, const double *part, size_t nb, int decay,
+/* Block t: range t's norms from its tiles' partials (a fixed order: thread
+ * j takes tiles j, j + blockDim.x, ..., then block_sum), then
+ * step[t] = lr * trust ratio. */
+static __global__ void lamb_ratio_kernel(float *step, const double *part, RangeChunk c,
                                          float lr) {
+  const int t = blockIdx.x;
+  const double *p = part + 2 * (size_t)c.first[t];
+  const unsigned nb = c.first[t + 1] - c.first[t];
   double sw = 0.0, su = 0.0;
-  for (size_t b = threadIdx.x; b < nb; b += blockDim.x) sw += part[2 * b], su += part[2 * b + 1];
+  for (unsigned b = threadIdx.x; b < nb; b += blockDim.x) sw += p[2 * b], su += p[2 * b + 1];
   sw = block_sum(sw);
   su = block_sum(su);
   if (threadIdx.x == 0) {
-    float ratio = decay && sw > 0.0 && su > 0.0 ? (float)(sqrt(sw) / sqrt(su)) : 1.0f;
-    *step = lr * ratio;
+    float ratio = c.decay[t] && sw > 0.0 && su > 0.0 ? (float)(sqrt(sw) / sqrt(su)) : 1.0f;
+    step[t] = lr * ratio;
   }
 }
 
-static __global__ void lamb_apply_kernel(float *w, const float *m, const float *v, size_t n,
-                                         Moments k, float eps, float wd, const float *step) {
-  const float s = *step;
-  GRID_STRIDE(i, n) w[i] -= s * lamb_update(k, m[i], v[i], w[i], eps, wd);
+static __global__ void lamb_apply_kernel(float *w, const float *m, const float *v, RangeChunk c,
+                                         Moments k, float eps, float weight_decay,
+                                         const float *step) {
+  const Tile s = block_tile(c);
+  const float wd = c.decay[s.t] ? weight_decay : 0.0f, st = step[s.t];
+  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x)
+    w[i] -= st * lamb_update(k, m[i], v[i], w[i], eps, wd);
 }
 
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
-  for (int t = 0; t < nr; t++) {
-    size_t off = r[t].offset, n = r[t].count, nb = ceil_div(n, SUM_CHUNK);
-    if (!n) continue;
-    if (nb > 0x7fffffffu) die("ops: lamb: range %d has too many elements (%zu)", t, n);
-    const float wd = r[t].decay ? o->weight_decay : 0.0f;
-    double *part = (double *)cuda_scratch((2 * nb + 1) * sizeof(double));
-    float *step = (float *)(part + 2 * nb);
-    lamb_moments_kernel<<<(unsigned)nb, THREADS>>>(part, w + off, g + off, m + off, v + off, n, k,
-                                                   o->eps, wd);
-    LAUNCH_CHECK("lamb moments (range %d: offset=%zu count=%zu)", t, off, n);
-    lamb_ratio_kernel<<<1, THREADS>>>(step, part, nb, r[t].decay, o->lr);
-    LAUNCH_CHECK("lamb ratio (range %d: offset=%zu count=%zu)", t, off, n);
-    lamb_apply_kernel<<<grid_for(n, THREADS), THREADS>>>(w + off, m + off, v + off, n, k, o->eps,
-                                                         wd, step);
-    LAUNCH_CHECK("lamb apply (range %d: offset=%zu count=%zu)", t, off, n);
+  check_ranges("lamb", r, nr);
+  RangeChunk c;
+  for (int next = 0, from = 0; next < nr; from = next) {
+    unsigned tiles = next_chunk(&c, "lamb", r, nr, &next);
+    if (!tiles) break;
+    /* the chunks run in stream order, so each may reuse the scratch */
+    double *part = (double *)cuda_scratch(2 * (size_t)tiles * sizeof(double) +
+                                          CHUNK_RANGES * sizeof(float));
+    float *step = (float *)(part + 2 * (size_t)tiles);
+    lamb_moments_kernel<<<tiles, THREADS>>>(part, w, g, m, v, c, k, o->eps, o->weight_decay);
+    LAUNCH_CHECK("lamb moments (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1,
+                 nr, c.n, tiles);
+    lamb_ratio_kernel<<<(unsigned)c.n, THREADS>>>(step, part, c, o->lr);
+    LAUNCH_CHECK("lamb ratio (ranges %d..%d of %d: %d non-empty)", from, next - 1, nr, c.n);
+    lamb_apply_kernel<<<tiles, THREADS>>>(w, m, v, c, k, o->eps, o->weight_decay, step);
+    LAUNCH_CHECK("lamb apply (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1, nr,
+                 c.n, tiles);
   }
 }
+
+/* ---- the sum of squares ---- */
 
 static __global__ void sumsq_part_kernel(double *part, const float *x, size_t n) {
   size_t lo = (size_t)blockIdx.x * SUM_CHUNK, hi = min(n, lo + SUM_CHUNK);

@@ -17,7 +17,7 @@ static void layer_forward(Model *m, int l) {
   const float *x = m->hidden[l];
   float *y = m->hidden[l + 1];
   int B = m->B, S = m->S, H = m->H, I = m->I, n = B * S;
-  size_t nH = (size_t)n * H, per_tok = (size_t)S * H;
+  size_t per_tok = (size_t)S * H;
 
   o->linear_fwd(a->q, x, W(m, w->q_w), W(m, w->q_b), n, H, H);
   o->linear_fwd(a->k, x, W(m, w->k_w), W(m, w->k_b), n, H, H);
@@ -25,20 +25,14 @@ static void layer_forward(Model *m, int l) {
   o->attn_fwd(a->ctx, a->probs, a->q, a->k, a->v, H, m->mask, B, S, m->nh, m->hd, m->p_attn,
               layer_key(m, l, DROP_ATTN_PROBS, (uint64_t)m->nh * S * S));
   o->linear_fwd(a->r1, a->ctx, W(m, w->ao_w), W(m, w->ao_b), n, H, H);
-  if (m->p_hid > 0.0f)
-    o->dropout_fwd(a->r1, a->r1, nH, m->p_hid, layer_key(m, l, DROP_ATTN_OUT, per_tok));
-  o->add(a->r1, a->r1, x, nH);
-  o->layernorm_fwd(a->a, a->mean1, a->rstd1, a->r1, W(m, w->ln1_w), W(m, w->ln1_b), n, H,
-                   BERT_LN_EPS);
+  o->residual_ln_fwd(a->a, a->r1, a->mean1, a->rstd1, a->r1, x, W(m, w->ln1_w), W(m, w->ln1_b),
+                     n, H, BERT_LN_EPS, m->p_hid, layer_key(m, l, DROP_ATTN_OUT, per_tok));
 
   o->linear_fwd(a->h1, a->a, W(m, w->in_w), W(m, w->in_b), n, H, I);
   o->gelu_fwd(a->g, a->h1, (size_t)n * I);
   o->linear_fwd(a->r2, a->g, W(m, w->out_w), W(m, w->out_b), n, I, H);
-  if (m->p_hid > 0.0f)
-    o->dropout_fwd(a->r2, a->r2, nH, m->p_hid, layer_key(m, l, DROP_FFN_OUT, per_tok));
-  o->add(a->r2, a->r2, a->a, nH);
-  o->layernorm_fwd(y, a->mean2, a->rstd2, a->r2, W(m, w->ln2_w), W(m, w->ln2_b), n, H,
-                   BERT_LN_EPS);
+  o->residual_ln_fwd(y, a->r2, a->mean2, a->rstd2, a->r2, a->a, W(m, w->ln2_w), W(m, w->ln2_b),
+                     n, H, BERT_LN_EPS, m->p_hid, layer_key(m, l, DROP_FFN_OUT, per_tok));
 }
 
 /* m->dh: d(layer output) on entry, d(layer input) on return. */

@@ -124,6 +124,14 @@ typedef struct Ops {
                         const float *x, const float *mean, const float *rstd,
                         const float *gamma, int n, int c);
 
+  /* ---- the end of a post-LN sub-block: sum = dropout(y) + res (dropout as
+   * below, for elements key.elem_offset + i; p = 0: none), then out =
+   * LayerNorm(sum) as layernorm_fwd. sum may be y. One pass on GPUs where
+   * dropout, add and layernorm_fwd take three. ---- */
+  void (*residual_ln_fwd)(float *out, float *sum, float *mean, float *rstd, const float *y,
+                          const float *res, const float *gamma, const float *beta, int n, int c,
+                          float eps, float p, DropoutKey key);
+
   /* ---- elementwise ---- */
   void (*add)(float *out, const float *a, const float *b, size_t n); /* residual */
   void (*gelu_fwd)(float *out, const float *x, size_t n);            /* exact erf GELU */

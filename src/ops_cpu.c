@@ -108,7 +108,7 @@ static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
 static void dropout_apply(float *out, const float *x, size_t n, float p, DropoutKey k) {
   if (!(p >= 0.0f && p < 1.0f)) die("ops: dropout probability must be in [0, 1) (got %g)", p);
   if (p == 0.0f) {
-    cpu_memcpy(out, x, n * sizeof *out);
+    if (out != x) cpu_memcpy(out, x, n * sizeof *out);
     return;
   }
   const float s = 1.0f / (1.0f - p);
@@ -136,6 +136,17 @@ static void cpu_dropout_bwd(float *dx, const float *dy, size_t n, float p, Dropo
   dropout_apply(dx, dy, n, p, k);
 }
 
+/* The three passes the fused op stands for, in the same order. */
+static void cpu_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
+                                const float *res, const float *gamma, const float *beta, int n,
+                                int c, float eps, float p, DropoutKey key) {
+  if (n < 0 || c < 0) die("ops: residual_ln_fwd: dimensions must not be negative (%d, %d)", n, c);
+  size_t nc = (size_t)n * (size_t)c;
+  dropout_apply(sum, y, nc, p, key);
+  cpu_add(sum, sum, res, nc);
+  cpu_layernorm_fwd(out, mean, rstd, sum, gamma, beta, n, c, eps);
+}
+
 static const Ops OPS_CPU = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -157,6 +168,7 @@ static const Ops OPS_CPU = {
     .embed_bwd = cpu_embed_bwd,
     .layernorm_fwd = cpu_layernorm_fwd,
     .layernorm_bwd = cpu_layernorm_bwd,
+    .residual_ln_fwd = cpu_residual_ln_fwd,
     .add = cpu_add,
     .gelu_fwd = cpu_gelu_fwd,
     .gelu_bwd = cpu_gelu_bwd,

@@ -86,6 +86,12 @@ static void p_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float 
   TIMED(layernorm_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c), "layernorm_bwd",
         "%d x %d", n, c);
 }
+static void p_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
+                              const float *res, const float *gamma, const float *beta, int n,
+                              int c, float eps, float p, DropoutKey key) {
+  TIMED(residual_ln_fwd(out, sum, mean, rstd, y, res, gamma, beta, n, c, eps, p, key),
+        "residual_ln_fwd", "%d x %d", n, c);
+}
 static void p_add(float *out, const float *a, const float *b, size_t n) {
   TIMED(add(out, a, b, n), "add", "%zu", n);
 }
@@ -156,6 +162,7 @@ const Ops *ops_profiled(const Ops *inner) {
   t.embed_bwd = p_embed_bwd;
   t.layernorm_fwd = p_layernorm_fwd;
   t.layernorm_bwd = p_layernorm_bwd;
+  t.residual_ln_fwd = p_residual_ln_fwd;
   t.add = p_add;
   t.gelu_fwd = p_gelu_fwd;
   t.gelu_bwd = p_gelu_bwd;

@@ -331,6 +331,36 @@ static void test_layernorm(int n, int c) {
   free(x), free(gamma), free(beta), free(dy), free(dg0), free(db0);
 }
 
+/* The fused sub-block end: sum = dropout(y) + res (exact: one product and
+ * one add per element, as the CPU's passes), out = LayerNorm(sum); sum
+ * written over y as the model calls it. p = 0: no dropout. */
+static void test_residual_ln(int n, int c, float p) {
+  size_t nc = (size_t)n * c;
+  float *y = rnd(nc, -2, 2), *res = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f);
+  float *beta = rnd(c, -1, 1);
+  DropoutKey key = rnd_key(4321); /* not a multiple of 4 */
+  float *out[3], *sum[3], *mean[3], *rstd[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dout = put(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
+    float *dy = put(o, y, nc);
+    o->residual_ln_fwd(dout, dy, dm, dr, dy, put(o, res, nc), put(o, gamma, c), put(o, beta, c),
+                       n, c, 1e-12f, p, key);
+    out[k] = get(o, dout, nc);
+    sum[k] = get(o, dy, nc);
+    mean[k] = get(o, dm, n);
+    rstd[k] = get(o, dr, n);
+    release(o);
+  }
+  char name[48];
+  snprintf(name, sizeof name, "residual_ln c=%d p=%.1f", c, p);
+  compare(name, "sum", sum, nc, TOL_EXACT);
+  compare(name, "out", out, nc, TOL_F32);
+  compare(name, "mean", mean, n, TOL_F32);
+  compare(name, "rstd", rstd, n, TOL_F32);
+  free(y), free(res), free(gamma), free(beta);
+}
+
 /* ---- elementwise and dropout ---- */
 
 enum { EW_ADD, EW_SCALE, EW_GELU_FWD, EW_GELU_BWD, EW_TANH_FWD, EW_TANH_BWD };
@@ -489,10 +519,10 @@ static void test_xent(int n, int v, int all_ignored) {
 
 /* ---- optimizer ---- */
 
-static void test_optimizer(int lamb, int bias_correction, size_t big) {
-  /* gaps between the ranges and after them must stay untouched */
-  ParamRange r[3] = {{0, 1000, 1}, {1100, 3000, 0}, {4200, big, 1}};
-  const size_t n = 4200 + big + 50;
+/* Two steps (the second without grad scaling) over ranges r of buffers of
+ * n elements; elements outside every range must stay untouched. */
+static void run_optimizer(const char *name, int lamb, int bias_correction, const ParamRange *r,
+                          int nr, size_t n) {
   float *w0 = rnd(n, -1, 1), *g1 = rnd(n, -1, 1), *g2 = rnd(n, -1, 1);
   OptParams o1 = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.5f, 1, bias_correction};
   OptParams o2 = o1;
@@ -504,30 +534,74 @@ static void test_optimizer(int lamb, int bias_correction, size_t big) {
     float *dw = put(o, w0, n), *dm = put(o, NULL, n), *dv = put(o, NULL, n);
     float *dg1 = put(o, g1, n), *dg2 = put(o, g2, n);
     if (lamb) {
-      o->lamb(dw, dg1, dm, dv, r, 3, &o1);
-      o->lamb(dw, dg2, dm, dv, r, 3, &o2);
+      o->lamb(dw, dg1, dm, dv, r, nr, &o1);
+      o->lamb(dw, dg2, dm, dv, r, nr, &o2);
     } else {
-      o->adamw(dw, dg1, dm, dv, r, 3, &o1);
-      o->adamw(dw, dg2, dm, dv, r, 3, &o2);
+      o->adamw(dw, dg1, dm, dv, r, nr, &o1);
+      o->adamw(dw, dg2, dm, dv, r, nr, &o2);
     }
     w[k] = get(o, dw, n);
     m[k] = get(o, dm, n);
     v[k] = get(o, dv, n);
     release(o);
   }
+  char *inside = xcalloc(n, 1);
+  for (int t = 0; t < nr; t++) memset(inside + r[t].offset, 1, r[t].count);
   int gaps = 1;
-  for (size_t i = 0; i < n; i++) {
-    int inside = i < 1000 || (i >= 1100 && i < 4100) || (i >= 4200 && i < 4200 + big);
-    if (!inside) gaps &= w[1][i] == w0[i] && m[1][i] == 0.0f && v[1][i] == 0.0f;
-  }
-  char name[32];
-  snprintf(name, sizeof name, "%s%s", lamb ? "lamb" : "adamw", bias_correction ? "" : "/nobc");
+  for (size_t i = 0; i < n; i++)
+    if (!inside[i]) gaps &= w[1][i] == w0[i] && m[1][i] == 0.0f && v[1][i] == 0.0f;
   printf("%-18s gaps    untouched  %s\n", name, gaps ? "PASS" : "FAIL");
   CHECK(gaps);
   compare(name, "w", w, n, TOL_F32);
   compare(name, "m", m, n, TOL_F32);
   compare(name, "v", v, n, TOL_F32);
-  free(w0), free(g1), free(g2);
+  free(inside), free(w0), free(g1), free(g2);
+}
+
+static void test_optimizer(int lamb, int bias_correction, size_t big) {
+  /* gaps between the ranges and after them */
+  ParamRange r[3] = {{0, 1000, 1}, {1100, 3000, 0}, {4200, big, 1}};
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", lamb ? "lamb" : "adamw", bias_correction ? "" : "/nobc");
+  run_optimizer(name, lamb, bias_correction, r, 3, 4200 + big + 50);
+}
+
+/* More ranges than one launch takes (the CUDA backend launches per 128):
+ * small ranges of varied sizes with gaps, some empty, some over one 4096-
+ * element norm block, decay mixed. */
+static void test_optimizer_many(int lamb) {
+  enum { NR = 300 };
+  ParamRange r[NR];
+  size_t n = 0;
+  for (int t = 0; t < NR; t++) {
+    size_t count = 1 + rng_below(&R, 300);
+    if (t % 50 == 7) count = 4097 + rng_below(&R, 5000);
+    if (t % 37 == 5) count = 0;
+    n += rng_below(&R, 3) * 17; /* a gap, or none */
+    r[t].offset = n, r[t].count = count, r[t].decay = t % 3 != 0;
+    n += count;
+  }
+  n += 33;
+  run_optimizer(lamb ? "lamb/300 ranges" : "adamw/300 ranges", lamb, 1, r, NR, n);
+}
+
+/* The CUDA backend updates all ranges at once, so overlapping ones are refused. */
+static void overlap_call(void *arg) {
+  float *d = arg;
+  ParamRange r[2] = {{0, 100, 1}, {50, 100, 1}};
+  OptParams o = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1.0f, 1, 1};
+  GPU->adamw(d, d + 200, d + 400, d + 600, r, 2, &o);
+}
+
+static void test_optimizer_overlap(void) {
+  float *d = put(GPU, NULL, 800);
+  char msg[512] = "";
+  int died = die_catch(overlap_call, d, msg, sizeof msg) != 0;
+  int named = strstr(msg, "adamw") && strstr(msg, "disjoint");
+  printf("%-18s overlap dies: \"%s\"  %s\n", "adamw", msg, died && named ? "PASS" : "FAIL");
+  CHECK(died);
+  CHECK(named);
+  release(GPU);
 }
 
 static void test_sumsq(size_t n) {
@@ -626,6 +700,9 @@ int main(void) {
   test_gather();
   test_layernorm(NTOK, H);
   test_layernorm(7, 300); /* rows longer than a block */
+  test_residual_ln(NTOK, H, 0.1f);
+  test_residual_ln(7, 300, 0.3f);
+  test_residual_ln(NTOK, H, 0.0f);
   test_elementwise(EW_ADD, "add", TOL_EXACT);
   test_elementwise(EW_SCALE, "scale", TOL_EXACT);
   test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32);
@@ -644,6 +721,9 @@ int main(void) {
   test_optimizer(0, 1, 5000);
   test_optimizer(1, 1, 5000);
   test_optimizer(1, 0, ((size_t)1 << 20) + 5000); /* more norm partials than threads */
+  test_optimizer_many(0);
+  test_optimizer_many(1);
+  test_optimizer_overlap();
   test_sumsq(5331);
   test_sumsq(((size_t)1 << 20) + 4097);
   test_sumsq(0);
