@@ -16,9 +16,11 @@ static int g_bf16;
 
 void cuda_set_bf16(int on) { g_bf16 = on; }
 
+/* Buffers 0 and 1: the two operands of a product; 2: linear_bwd's dy,
+ * converted once for both of its products. */
 static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
-  static __nv_bfloat16 *buf[2];
-  static size_t cap[2];
+  static __nv_bfloat16 *buf[3];
+  static size_t cap[3];
   if (n > cap[which]) {
     /* earlier products may still be reading the old buffer */
     CUDA_CHECK(cudaDeviceSynchronize(), "bf16 operand buffer (%zu elements)", n);
@@ -53,12 +55,14 @@ static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int 
   return dst;
 }
 
+/* a16: A already packed as bf16 (then A is not read), or NULL. */
 static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
-                      const float *A, int lda, long long sA, const float *B, int ldb,
-                      long long sB, float beta, float *C, int ldc, long long sC, int batch) {
+                      const float *A, const __nv_bfloat16 *a16, int lda, long long sA,
+                      const float *B, int ldb, long long sB, float beta, float *C, int ldc,
+                      long long sC, int batch) {
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  const __nv_bfloat16 *a = packed_bf16(what, 0, Mat{A, lda, sA, 0}, ar, ac, batch, 1);
+  const __nv_bfloat16 *a = a16 ? a16 : packed_bf16(what, 0, Mat{A, lda, sA, 0}, ar, ac, batch, 1);
   const __nv_bfloat16 *b = packed_bf16(what, 1, Mat{B, ldb, sB, 0}, br, bc, batch, 1);
   CUBLAS_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
                                           (long long)br * bc, a, CUDA_R_16BF, ac,
@@ -72,7 +76,7 @@ void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alph
              const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
              float beta, float *C, int ldc, long long sC, int batch) {
   if (g_bf16) {
-    gemm_bf16(what, ta, tb, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    gemm_bf16(what, ta, tb, m, n, k, alpha, A, NULL, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
     return;
   }
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -206,12 +210,25 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
   gemm_rm("linear_fwd", false, true, n, out, in, 1.0f, x, in, 0, w, in, 0, beta, y, out, 0, 1);
 }
 
+/* One of linear_bwd's products, C = op(dy) B + beta C, with dy16 the bf16
+ * copy of dy when there is one. */
+static void bwd_product(const char *what, bool ta, int m, int n, int k, const float *dy,
+                        const __nv_bfloat16 *dy16, int ldy, const float *B, int ldb, float beta,
+                        float *C, int ldc) {
+  if (dy16) gemm_bf16(what, ta, false, m, n, k, 1.0f, dy, dy16, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+  else gemm_rm(what, ta, false, m, n, k, 1.0f, dy, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}
+
 void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int in, int out, int accumulate_dx) {
   cuda_check_dims("linear_bwd", n, in, out);
+  /* bf16: dy [n, out] is the A operand of both products (as is, and
+   * transposed), so it is converted once */
+  const __nv_bfloat16 *dy16 =
+      g_bf16 && dx && dw ? packed_bf16("linear_bwd dy", 2, Mat{dy, out, 0, 0}, n, out, 1, 1) : NULL;
   if (dx)
-    gemm_rm("linear_bwd dx", false, false, n, in, out, 1.0f, dy, out, 0, w, in, 0,
-            accumulate_dx ? 1.0f : 0.0f, dx, in, 0, 1);
-  if (dw) gemm_rm("linear_bwd dw", true, false, out, in, n, 1.0f, dy, out, 0, x, in, 0, 1.0f, dw, in, 0, 1);
+    bwd_product("linear_bwd dx", false, n, in, out, dy, dy16, out, w, in,
+                accumulate_dx ? 1.0f : 0.0f, dx, in);
+  if (dw) bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x, in, 1.0f, dw, in);
   if (db) colsum_acc("linear_bwd db", db, dy, n, out);
 }

@@ -7,7 +7,8 @@
 # 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
 # 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
 #    fp32, TF32 and bf16
-# 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
+# 6. bertrain bench --profile, bf16, both models: the time of every op and shape
+# 7. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
 # check failed. BUILD_DIR is a CUDA build (cmake -DBERTRAIN_CUDA=ON) made for this
@@ -58,6 +59,10 @@ for m in mini base; do
   step bench-$m-bf16 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3 --precision bf16
 done
+for m in mini base; do
+  step profile-$m 180 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+    --seq 128 --pred 20 --steps 5 --warmup 2 --precision bf16 --profile
+done
 [ $HF = 1 ] && step hf-baseline 300 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
 
 echo
@@ -68,8 +73,15 @@ echo "throughput, batch 64 x 128 (sequences/s):"
 for m in mini base; do
   for v in fp32 tf32 bf16; do
     f=$LOG/bench-$m$([ $v != fp32 ] && echo -$v).log
-    printf '  bertrain bert-%-5s %-5s %s\n' $m $v "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')"
+    printf '  bertrain bert-%-5s %-5s %s; %s; %s\n' $m $v \
+      "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')" \
+      "$(grep -o 'MFU [0-9.]*%' "$f" 2>/dev/null || echo 'MFU -')" \
+      "$(grep -o 'peak device memory [0-9.]* MiB' "$f" 2>/dev/null || echo '')"
   done
+done
+for m in mini base; do
+  echo "where bert-$m bf16 spends its time (profile-$m.log):"
+  grep '^profile:' "$LOG/profile-$m.log" 2>/dev/null | sed -n 3,10p
 done
 grep "B=64 " "$LOG/hf-baseline.log" 2>/dev/null | awk '{ printf "  hf       %-10s %-5s %s\n", $1, $2, $8 }'
 exit $FAILED

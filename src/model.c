@@ -65,6 +65,23 @@ static void find_offsets(Model *m) {
     y->ln2_w = params_layer(t, l, "output.LayerNorm.weight")->offset;
     y->ln2_b = params_layer(t, l, "output.LayerNorm.bias")->offset;
   }
+  size_t HH = (size_t)m->H * (size_t)m->H;
+  m->qkv_fused = 1;
+  for (int l = 0; l < m->L; l++) {
+    const LayerOff *y = &m->lay[l];
+    m->qkv_fused &= y->k_w == y->q_w + HH && y->v_w == y->k_w + HH &&
+                    y->k_b == y->q_b + (size_t)m->H && y->v_b == y->k_b + (size_t)m->H;
+  }
+  m->qkv_ld = m->qkv_fused ? 3 * m->H : m->H;
+}
+
+/* The three thirds of one [n, 3H] buffer: interleaved per token when the
+ * product is fused, else one [n, H] block after another. */
+static void qkv_split(const Model *m, float *buf, size_t n, float **q, float **k, float **v) {
+  size_t step = m->qkv_fused ? (size_t)m->H : n * (size_t)m->H;
+  *q = buf;
+  *k = buf + step;
+  *v = buf + 2 * step;
 }
 
 /* The tensors a mode trains: BertModel plus its own head. */
@@ -105,9 +122,7 @@ static void alloc_layers(Model *m, size_t n, size_t probs) {
   m->act = xcalloc((size_t)m->L, sizeof *m->act);
   for (int l = 0; l < sets; l++) {
     LayerAct *a = &m->act[l];
-    a->q = fbuf(m, n * H);
-    a->k = fbuf(m, n * H);
-    a->v = fbuf(m, n * H);
+    qkv_split(m, fbuf(m, 3 * n * H), n, &a->q, &a->k, &a->v);
     a->probs = fbuf(m, probs);
     a->ctx = fbuf(m, n * H);
     a->r1 = fbuf(m, n * H);
@@ -176,9 +191,7 @@ static void alloc_buffers(Model *m) {
   m->dh = fbuf(m, n * H);
   m->tmp = fbuf(m, n * H);
   m->dctx = fbuf(m, n * H);
-  m->dq = fbuf(m, n * H);
-  m->dk = fbuf(m, n * H);
-  m->dv = fbuf(m, n * H);
+  qkv_split(m, fbuf(m, 3 * n * H), n, &m->dq, &m->dk, &m->dv);
   m->dg = fbuf(m, n * (size_t)m->I);
   m->dfirst = fbuf(m, B * H);
   m->dpool = fbuf(m, B * H);

@@ -19,11 +19,15 @@ static void layer_forward(Model *m, int l) {
   int B = m->B, S = m->S, H = m->H, I = m->I, n = B * S;
   size_t per_tok = (size_t)S * H;
 
-  o->linear_fwd(a->q, x, W(m, w->q_w), W(m, w->q_b), n, H, H);
-  o->linear_fwd(a->k, x, W(m, w->k_w), W(m, w->k_b), n, H, H);
-  o->linear_fwd(a->v, x, W(m, w->v_w), W(m, w->v_b), n, H, H);
-  o->attn_fwd(a->ctx, a->probs, a->q, a->k, a->v, H, m->mask, B, S, m->nh, m->hd, m->p_attn,
-              layer_key(m, l, DROP_ATTN_PROBS, (uint64_t)m->nh * S * S));
+  if (m->qkv_fused) {
+    o->linear_fwd(a->q, x, W(m, w->q_w), W(m, w->q_b), n, H, 3 * H);
+  } else {
+    o->linear_fwd(a->q, x, W(m, w->q_w), W(m, w->q_b), n, H, H);
+    o->linear_fwd(a->k, x, W(m, w->k_w), W(m, w->k_b), n, H, H);
+    o->linear_fwd(a->v, x, W(m, w->v_w), W(m, w->v_b), n, H, H);
+  }
+  o->attn_fwd(a->ctx, a->probs, a->q, a->k, a->v, m->qkv_ld, m->mask, B, S, m->nh, m->hd,
+              m->p_attn, layer_key(m, l, DROP_ATTN_PROBS, (uint64_t)m->nh * S * S));
   o->linear_fwd(a->r1, a->ctx, W(m, w->ao_w), W(m, w->ao_b), n, H, H);
   o->residual_ln_fwd(a->a, a->r1, a->mean1, a->rstd1, a->r1, x, W(m, w->ln1_w), W(m, w->ln1_b),
                      n, H, BERT_LN_EPS, m->p_hid, layer_key(m, l, DROP_ATTN_OUT, per_tok));
@@ -67,11 +71,15 @@ static void layer_backward(Model *m, int l) {
   }
   o->linear_bwd(m->dctx, G(m, w->ao_w), G(m, w->ao_b), dproj, a->ctx, W(m, w->ao_w), n, H, H,
                 0);
-  o->attn_bwd(m->dq, m->dk, m->dv, m->dctx, a->probs, a->q, a->k, a->v, H, B, S, m->nh, m->hd,
-              m->p_attn, layer_key(m, l, DROP_ATTN_PROBS, (uint64_t)m->nh * S * S));
-  o->linear_bwd(dh, G(m, w->q_w), G(m, w->q_b), m->dq, x, W(m, w->q_w), n, H, H, 1);
-  o->linear_bwd(dh, G(m, w->k_w), G(m, w->k_b), m->dk, x, W(m, w->k_w), n, H, H, 1);
-  o->linear_bwd(dh, G(m, w->v_w), G(m, w->v_b), m->dv, x, W(m, w->v_w), n, H, H, 1);
+  o->attn_bwd(m->dq, m->dk, m->dv, m->dctx, a->probs, a->q, a->k, a->v, m->qkv_ld, B, S, m->nh,
+              m->hd, m->p_attn, layer_key(m, l, DROP_ATTN_PROBS, (uint64_t)m->nh * S * S));
+  if (m->qkv_fused) {
+    o->linear_bwd(dh, G(m, w->q_w), G(m, w->q_b), m->dq, x, W(m, w->q_w), n, H, 3 * H, 1);
+  } else {
+    o->linear_bwd(dh, G(m, w->q_w), G(m, w->q_b), m->dq, x, W(m, w->q_w), n, H, H, 1);
+    o->linear_bwd(dh, G(m, w->k_w), G(m, w->k_b), m->dk, x, W(m, w->k_w), n, H, H, 1);
+    o->linear_bwd(dh, G(m, w->v_w), G(m, w->v_b), m->dv, x, W(m, w->v_w), n, H, H, 1);
+  }
 }
 
 void encoder_forward(Model *m) {

@@ -69,6 +69,10 @@ struct Model {
   float *emb, *emb_mean, *emb_rstd; /* embedding sum [n, H] before LayerNorm */
   float **hidden;                   /* [L+1] of [n, H]: layer inputs, then output */
   LayerAct *act;                    /* [L] */
+  /* 1: q, k, v weights (and biases) are adjacent, so one product makes all
+   * three, interleaved per token ([n, 3H], row stride qkv_ld = 3H);
+   * 0: three products into three [n, H] blocks (qkv_ld = H). */
+  int qkv_fused, qkv_ld;
   float *first, *pooled, *pooled_drop, *cls_logits; /* [B, H] x3, [B, ncls] */
   float *gath, *t1, *t2, *t3, *t_mean, *t_rstd;     /* MLM transform [B*P, H] */
   float *mlm_logits;                                /* [B*P, V] */

@@ -91,11 +91,18 @@ static void layer_norm(Builder *b, int l, const char *what, int n) {
   NAMED(b, n, 0, INIT_ZEROS, l, what, "bias");
 }
 
+/* Query, key and value weights side by side, then their biases, so that
+ * one [3h, h] product computes all three (when h * h and h are multiples
+ * of PARAM_ALIGN, the offsets leave no gaps between them). */
+static void attention_qkv(Builder *b, int l, int h) {
+  const char *what[3] = {"attention.self.query", "attention.self.key", "attention.self.value"};
+  for (int i = 0; i < 3; i++) NAMED(b, h, h, INIT_NORMAL, l, what[i], "weight");
+  for (int i = 0; i < 3; i++) NAMED(b, h, 0, INIT_ZEROS, l, what[i], "bias");
+}
+
 static void encoder_layer(Builder *b, const ModelShape *s, int l) {
   int h = s->hidden;
-  linear(b, l, "attention.self.query", h, h);
-  linear(b, l, "attention.self.key", h, h);
-  linear(b, l, "attention.self.value", h, h);
+  attention_qkv(b, l, h);
   linear(b, l, "attention.output.dense", h, h);
   layer_norm(b, l, "attention.output.LayerNorm", h);
   linear(b, l, "intermediate.dense", s->intermediate, h);

@@ -276,6 +276,25 @@ static double row_norm(const float *g, const ParamTable *t, int row) {
   return sqrt(s);
 }
 
+/* Hidden 8 leaves alignment gaps between the q, k and v biases, so the
+ * model makes q, k and v in three products; hidden 16 has none, and one
+ * [3H, H] product makes all three (model.c): the gradients of that path too. */
+static void test_gradients_fused_qkv(void) {
+  ModelShape s = tiny_shape(0);
+  s.hidden = 16, s.intermediate = 32;
+  ParamTable *t = params_build(&s);
+  const Param *qb = params_get(t, "bert.encoder.layer.0.attention.self.query.bias");
+  const Param *vb = params_get(t, "bert.encoder.layer.0.attention.self.value.bias");
+  CHECK_INT(vb->offset, qb->offset + 2 * 16); /* adjacent: the fused path */
+  F.h = noisy_params(t, 10);
+  F.m = tiny_model(t, MODEL_PRETRAIN, 0.1f, 1);
+  F.b = tiny_batch(0);
+  free(fd_all(t, MODEL_PRETRAIN, "pretrain, fused qkv"));
+  model_free(F.m);
+  free(F.h);
+  params_free(t);
+}
+
 static void test_gradients(void) {
   ModelShape s = tiny_shape(3);
   ParamTable *t = params_build(&s);
@@ -595,6 +614,7 @@ int main(void) {
   O->set_threads(1);
   timed("forward", test_forward_reference);
   timed("gradients", test_gradients);
+  timed("gradients, fused qkv", test_gradients_fused_qkv);
   timed("pad row", test_pad_row);
   timed("eval", test_eval);
   timed("accumulation", test_accumulation);

@@ -91,10 +91,14 @@ static void test_bert_base_layout(void) {
   check_param(t, 2, "bert.embeddings.token_type_embeddings.weight", 2, 768);
   check_param(t, 3, "bert.embeddings.LayerNorm.weight", 768, 0);
   check_param(t, 4, "bert.embeddings.LayerNorm.bias", 768, 0);
+  /* q, k, v weights side by side, then their biases: one [3H, H] product */
   check_param(t, 5, "bert.encoder.layer.0.attention.self.query.weight", 768, 768);
-  check_param(t, 6, "bert.encoder.layer.0.attention.self.query.bias", 768, 0);
-  check_param(t, 7, "bert.encoder.layer.0.attention.self.key.weight", 768, 768);
-  check_param(t, 9, "bert.encoder.layer.0.attention.self.value.weight", 768, 768);
+  check_param(t, 6, "bert.encoder.layer.0.attention.self.key.weight", 768, 768);
+  check_param(t, 7, "bert.encoder.layer.0.attention.self.value.weight", 768, 768);
+  check_param(t, 8, "bert.encoder.layer.0.attention.self.query.bias", 768, 0);
+  check_param(t, 10, "bert.encoder.layer.0.attention.self.value.bias", 768, 0);
+  CHECK_INT(t->p[7].offset, t->p[5].offset + 2 * 768 * 768);
+  CHECK_INT(t->p[10].offset, t->p[8].offset + 2 * 768);
   check_param(t, 11, "bert.encoder.layer.0.attention.output.dense.weight", 768, 768);
   check_param(t, 13, "bert.encoder.layer.0.attention.output.LayerNorm.weight", 768, 0);
   check_param(t, 15, "bert.encoder.layer.0.intermediate.dense.weight", 3072, 768);
