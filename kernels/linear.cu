@@ -197,9 +197,24 @@ static void colsum_acc(const char *what, float *acc, const float *x, int rows, i
   LAUNCH_CHECK("%s colsum_finish (rows=%d c=%d)", what, rows, c);
 }
 
+/* y = x W^T + b with the bias added by the product (cuBLASLt); 0 when
+ * cuBLASLt refuses. Column-major: y^T [out, n] = W [out, in] x^T. */
+static int linear_fwd_lt(float *y, const float *x, const float *w, const float *b, int n, int in,
+                         int out) {
+  LtProduct p = {"linear_fwd", true, false, out, n, in, w, in, x, in, false, 0.0f, y, out,
+                 LT_BIAS, (float *)b};
+  if (g_bf16) {
+    p.A = packed_bf16("linear_fwd", 0, Mat{w, in, 0, 0}, out, in, 1, 1);
+    p.B = packed_bf16("linear_fwd", 1, Mat{x, in, 0, 0}, n, in, 1, 1);
+    p.bf16 = true;
+  }
+  return lt_matmul(&p);
+}
+
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                      int out) {
   cuda_check_dims("linear_fwd", n, in, out);
+  if (b && linear_fwd_lt(y, x, w, b, n, in, out)) return;
   float beta = 0.0f;
   if (b) {
     size_t total = (size_t)n * out;
@@ -219,6 +234,38 @@ static void bwd_product(const char *what, bool ta, int m, int n, int k, const fl
   else gemm_rm(what, ta, false, m, n, k, 1.0f, dy, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
+/* A buffer for the bias-gradient epilogue's sums (it writes, db adds). */
+static float *lt_sums(int out) {
+  static float *buf;
+  static size_t cap;
+  if ((size_t)out > cap) {
+    CUDA_CHECK(cudaDeviceSynchronize(), "bias-gradient sums (%d)", out);
+    dev_free(buf, "bias-gradient sums");
+    buf = (float *)dev_alloc((size_t)out * sizeof *buf, "bias-gradient sums");
+    cap = (size_t)out;
+  }
+  return buf;
+}
+
+/* dW += dy^T x and db += column sums of dy in one product (cuBLASLt's
+ * bias-gradient epilogue; its sums are then added to db); 0 when cuBLASLt
+ * refuses. Column-major: dW^T [in, out] += x^T [in, n] dy [n, out]. With
+ * bf16 products the sums are of the bf16 dy, as under autocast. */
+static int linear_dw_db_lt(float *dw, float *db, const float *dy, const __nv_bfloat16 *dy16,
+                           const float *x, int n, int in, int out) {
+  float *sums = lt_sums(out);
+  LtProduct p = {"linear_bwd dw", false, true, in, out, n, x, in, dy, out, false, 1.0f, dw, in,
+                 LT_BGRADB, sums};
+  if (g_bf16) {
+    p.A = packed_bf16("linear_bwd dw", 1, Mat{x, in, 0, 0}, n, in, 1, 1);
+    p.B = dy16 ? dy16 : packed_bf16("linear_bwd dy", 2, Mat{dy, out, 0, 0}, n, out, 1, 1);
+    p.bf16 = true;
+  }
+  if (!lt_matmul(&p)) return 0;
+  cuda_add(db, db, sums, (size_t)out);
+  return 1;
+}
+
 void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int in, int out, int accumulate_dx) {
   cuda_check_dims("linear_bwd", n, in, out);
@@ -229,6 +276,7 @@ void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const flo
   if (dx)
     bwd_product("linear_bwd dx", false, n, in, out, dy, dy16, out, w, in,
                 accumulate_dx ? 1.0f : 0.0f, dx, in);
+  if (dw && db && linear_dw_db_lt(dw, db, dy, dy16, x, n, in, out)) return;
   if (dw) bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x, in, 1.0f, dw, in);
   if (db) colsum_acc("linear_bwd db", db, dy, n, out);
 }

@@ -129,7 +129,12 @@ static void cuda_sync(void) {
 
 static void cuda_set_threads(int n) { (void)n; }
 
+static int g_tf32;
+
+int cuda_tf32(void) { return g_tf32; }
+
 static void cuda_set_tf32(int on) {
+  g_tf32 = on;
   CUBLAS_CHECK(cublasSetMathMode(cuda_blas(), on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
                "cublasSetMathMode (%s)", on ? "TF32" : "default");
 }

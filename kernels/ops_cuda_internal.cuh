@@ -122,6 +122,29 @@ struct Mat {
  * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h). */
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
                   Mat B, float beta, Mat C, int nb, int nh);
+/* lt.cu: column-major D[m, n] = op(A) op(B) + beta D with a bias epilogue:
+ * LT_BIAS adds bias[m] to every column; LT_BGRADB writes bias[n] = the sums
+ * of op(B) over k (the bias gradient). A and B fp32, or bf16 (packed). */
+enum LtEpilogue { LT_BIAS, LT_BGRADB };
+struct LtProduct {
+  const char *what;
+  bool ta, tb;
+  int m, n, k;
+  const void *A;
+  int lda;
+  const void *B;
+  int ldb;
+  bool bf16;
+  float beta;
+  float *D;
+  int ldd;
+  LtEpilogue epilogue;
+  float *bias;
+};
+/* 1 when done; 0 when cuBLASLt has no algorithm for it (said once). */
+int lt_matmul(const LtProduct *p);
+/* ops_cuda.cu: 1 while TF32 products are allowed (set_tf32). */
+int cuda_tf32(void);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
 void cuda_set_bf16(int on);
 

@@ -1,4 +1,4 @@
-/* The emulator's cuBLAS: column-major GEMMs through OpenBLAS. Arguments are
+/* The emulator's cuBLAS and cuBLASLt: column-major GEMMs through OpenBLAS. Arguments are
  * checked as cuBLAS checks them (sizes, leading dimensions), and every
  * matrix must lie inside device memory. TF32 math and bf16 inputs are
  * converted to packed fp32 copies first (TF32: 10 mantissa bits, rounded
@@ -7,10 +7,12 @@
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <vector>
 
+#include "cublasLt.h"
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
 #include "emu_internal.h"
@@ -59,10 +61,9 @@ void unpack(const Operand &o, int b, bool round_tf32, std::vector<float> &out) {
     }
 }
 
-cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                    int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
-                    long long sC, int batch) {
-  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+cublasStatus_t gemm_math(bool round, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                         int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
+                         long long sC, int batch) {
   if (m < 0 || n < 0 || k < 0 || batch < 0 || ta == CUBLAS_OP_C || tb == CUBLAS_OP_C)
     return CUBLAS_STATUS_INVALID_VALUE;
   A.rows = ta == CUBLAS_OP_N ? m : k, A.cols = ta == CUBLAS_OP_N ? k : m;
@@ -75,7 +76,6 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
             m, n, k, batch);
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  bool round = h->math == CUBLAS_TF32_TENSOR_OP_MATH;
   std::vector<float> a, bm;
   for (int b = 0; b < batch; b++) {
     float *c = C + (size_t)b * (size_t)sC;
@@ -90,6 +90,14 @@ cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb
                 bm.data(), B.rows, beta, c, ldc);
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                    int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
+                    long long sC, int batch) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return gemm_math(h->math == CUBLAS_TF32_TENSOR_OP_MATH, ta, tb, m, n, k, alpha, A, B, beta, C,
+                   ldc, sC, batch);
 }
 
 /* Products from arrays of pointers, which must lie in device memory. */
@@ -208,6 +216,185 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
     return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm_pointers(h, ta, tb, m, n, k, *(const float *)alpha, A, typeA, lda, B, typeB, ldb,
                        *(const float *)beta, C, ldc, batch);
+}
+
+/* ---- cuBLASLt ---- */
+
+}  // extern "C"
+
+struct EmuLt {
+  int unused;
+};
+struct EmuLtDesc {
+  cublasComputeType_t compute;
+  cublasOperation_t ta, tb;
+  cublasLtEpilogue_t epilogue;
+  float *bias;
+};
+struct EmuLtLayout {
+  cudaDataType type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct EmuLtPref {
+  size_t workspace;
+};
+
+namespace {
+
+/* The layouts fit m, n, k and the transposes, C and D alike, and the
+ * epilogue is one the emulator knows. */
+bool lt_consistent(const EmuLtDesc *op, const EmuLtLayout *a, const EmuLtLayout *b,
+                   const EmuLtLayout *c, const EmuLtLayout *d) {
+  uint64_t m = d->rows, n = d->cols, k = op->ta == CUBLAS_OP_N ? a->cols : a->rows;
+  bool ok = (op->ta == CUBLAS_OP_N ? a->rows : a->cols) == m;
+  ok &= (op->tb == CUBLAS_OP_N ? b->rows : b->cols) == k;
+  ok &= (op->tb == CUBLAS_OP_N ? b->cols : b->rows) == n;
+  ok &= c->rows == m && c->cols == n && c->type == CUDA_R_32F && d->type == CUDA_R_32F;
+  ok &= a->type == b->type;
+  ok &= op->epilogue == CUBLASLT_EPILOGUE_DEFAULT || op->epilogue == CUBLASLT_EPILOGUE_BIAS ||
+        op->epilogue == CUBLASLT_EPILOGUE_BGRADB;
+  return ok;
+}
+
+/* bias[j] = sum over k of op(B)[k, j], in double (as the CPU's column sums). */
+void lt_bias_gradient(const EmuLtDesc *op, const void *B, const EmuLtLayout *b, int n, int k) {
+  for (int j = 0; j < n; j++) {
+    double s = 0.0;
+    for (int t = 0; t < k; t++) {
+      size_t i = op->tb == CUBLAS_OP_N ? (size_t)j * b->ld + t : (size_t)t * b->ld + j;
+      s += b->type == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)B)[i])
+                                  : ((const float *)B)[i];
+    }
+    op->bias[j] = (float)s;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+  *h = new EmuLt{0};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  if (scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *d = new EmuLtDesc{compute, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  delete d;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t bytes) {
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+      if (bytes != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      memcpy(attr == CUBLASLT_MATMUL_DESC_TRANSA ? &d->ta : &d->tb, buf, bytes);
+      return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      if (bytes != sizeof(cublasLtEpilogue_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      memcpy(&d->epilogue, buf, bytes);
+      return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+      if (bytes != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
+      memcpy(&d->bias, buf, bytes);
+      return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+  if (ld < (int64_t)(rows > 1 ? rows : 1)) return CUBLAS_STATUS_INVALID_VALUE;
+  *l = new EmuLtLayout{type, rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  delete l;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+  *p = new EmuLtPref{0};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+  delete p;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void *buf, size_t bytes) {
+  if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || bytes != sizeof(size_t))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  memcpy(&p->workspace, buf, bytes);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[],
+                                              int *found) {
+  *found = 0;
+  if (!h || !pref || requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_consistent(op, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+  const char *refuse = getenv("BERTRAIN_EMU_LT");
+  if (refuse && strcmp(refuse, "refuse") == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+  memset(&results[0], 0, sizeof results[0]);
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  results[0].wavesCount = 1.0f;
+  *found = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t a, const void *B,
+                              cublasLtMatrixLayout_t b, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t c, void *D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
+  if (!h || !algo || !lt_consistent(op, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+  int m = (int)d->rows, n = (int)d->cols, k = (int)(op->ta == CUBLAS_OP_N ? a->cols : a->rows);
+  if (C != D) { /* D starts as C, then the product goes on top (beta) */
+    Operand Co = {C, CUDA_R_32F, m, n, (int)c->ld, 0};
+    if (!inside_device(Co, 1)) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int j = 0; j < n; j++)
+      memcpy((float *)D + (size_t)j * d->ld, (const float *)C + (size_t)j * c->ld,
+             (size_t)m * sizeof(float));
+  }
+  size_t bias_n = op->epilogue == CUBLASLT_EPILOGUE_BIAS ? (size_t)m : (size_t)n;
+  if (op->epilogue != CUBLASLT_EPILOGUE_DEFAULT &&
+      (!op->bias || !emu_is_device_range(op->bias, bias_n * sizeof(float))))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  cublasStatus_t st = gemm_math(op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, op->ta, op->tb, m, n,
+                                k, *(const float *)alpha,
+                                Operand{A, a->type, 0, 0, (int)a->ld, 0},
+                                Operand{B, b->type, 0, 0, (int)b->ld, 0}, *(const float *)beta,
+                                (float *)D, (int)d->ld, 0, 1);
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  if (op->epilogue == CUBLASLT_EPILOGUE_BIAS)
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++) ((float *)D)[(size_t)j * d->ld + i] += op->bias[i];
+  if (op->epilogue == CUBLASLT_EPILOGUE_BGRADB) lt_bias_gradient(op, B, b, n, k);
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // extern "C"
