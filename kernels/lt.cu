@@ -2,7 +2,11 @@
  * the bias itself (the linear forward) or reduces the bias gradient itself
  * (the linear backward), which saves the separate passes over the output.
  * Column-major, as cuBLAS. When cuBLASLt has no algorithm for a kind of
- * epilogue, it says so once and the caller keeps to the plain path. */
+ * epilogue, it says so once and the caller keeps to the plain path. The
+ * descriptors and the chosen algorithm are kept per shape, so a training
+ * step asks the heuristic nothing after its first step. */
+#include <string.h>
+
 #include <cublasLt.h>
 
 #include "ops_cuda_internal.cuh"
@@ -21,12 +25,19 @@ static void *lt_workspace(void) {
   return ws;
 }
 
-/* The descriptors of one product, made and freed per call. */
+/* The descriptors of one shape of product and the algorithm found for it. */
 typedef struct LtDescs {
   cublasLtMatmulDesc_t op;
   cublasLtMatrixLayout_t a, b, d;
   cublasLtMatmulPreference_t pref;
+  cublasLtMatmulAlgo_t algo;
+  /* the shape: what makes two products the same to cuBLASLt */
+  int epilogue, ta, tb, m, n, k, lda, ldb, ldd, bf16, tf32;
 } LtDescs;
+
+#define LT_CACHE 64
+static LtDescs g_cache[LT_CACHE];
+static int g_cached;
 
 static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, const void *v,
                    size_t bytes, cublasLtMatmulDesc_t op) {
@@ -35,16 +46,20 @@ static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, cons
 }
 
 static void lt_describe(const LtProduct *p, LtDescs *d) {
+  d->epilogue = p->epilogue, d->ta = p->ta, d->tb = p->tb, d->m = p->m, d->n = p->n, d->k = p->k;
+  d->lda = p->lda, d->ldb = p->ldb, d->ldd = p->ldd, d->bf16 = p->bf16, d->tf32 = cuda_tf32();
   cublasComputeType_t compute =
       cuda_tf32() && !p->bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, compute, CUDA_R_32F), "%s cublasLtMatmulDescCreate",
                p->what);
   cublasOperation_t ta = p->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasLtEpilogue_t epi = p->epilogue == LT_BIAS ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
-  const void *bias = p->bias;
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi, d->op);
+  /* the heuristic reads the bias pointer's alignment: every call's bias
+   * (cudaMalloc'd tensors at PARAM_ALIGN floats) is aligned alike */
+  const void *bias = p->bias;
   lt_set(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias, d->op);
   cudaDataType in = p->bf16 ? CUDA_R_16BF : CUDA_R_32F;
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->a, in, p->ta ? p->k : p->m, p->ta ? p->m : p->k, p->lda),
@@ -68,10 +83,17 @@ static void lt_free(LtDescs *d) {
   cublasLtMatmulDescDestroy(d->op);
 }
 
-int lt_matmul(const LtProduct *p) {
-  static int refused[2]; /* per epilogue kind: once refused, not asked again */
-  int kind = p->epilogue == LT_BIAS ? 0 : 1;
-  if (refused[kind]) return 0;
+static int same_shape(const LtDescs *d, const LtProduct *p) {
+  return d->epilogue == p->epilogue && d->ta == p->ta && d->tb == p->tb && d->m == p->m &&
+         d->n == p->n && d->k == p->k && d->lda == p->lda && d->ldb == p->ldb &&
+         d->ldd == p->ldd && d->bf16 == p->bf16 && d->tf32 == cuda_tf32();
+}
+
+/* The cached descriptors for p's shape, made (with the heuristic's pick)
+ * on first use; NULL when cuBLASLt has no algorithm for it. */
+static LtDescs *lt_shape(const LtProduct *p) {
+  for (int i = 0; i < g_cached; i++)
+    if (same_shape(&g_cache[i], p)) return &g_cache[i];
   LtDescs d;
   lt_describe(p, &d);
   cublasLtMatmulHeuristicResult_t r;
@@ -80,17 +102,37 @@ int lt_matmul(const LtProduct *p) {
                                                      1, &r, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     info("cuda: cuBLASLt has no %s epilogue for %s (m=%d n=%d k=%d%s): %s; the bias takes "
-         "separate passes", kind == 0 ? "bias" : "bias-gradient", p->what, p->m, p->n, p->k,
-         p->bf16 ? ", bf16" : "", st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "none found");
-    refused[kind] = 1;
+         "separate passes", p->epilogue == LT_BIAS ? "bias" : "bias-gradient", p->what, p->m,
+         p->n, p->k, p->bf16 ? ", bf16" : "",
+         st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "none found");
     lt_free(&d);
+    return NULL;
+  }
+  d.algo = r.algo;
+  if (g_cached == LT_CACHE) { /* full: the oldest shape makes room */
+    lt_free(&g_cache[0]);
+    memmove(g_cache, g_cache + 1, (LT_CACHE - 1) * sizeof *g_cache);
+    g_cached--;
+  }
+  g_cache[g_cached] = d;
+  return &g_cache[g_cached++];
+}
+
+int lt_matmul(const LtProduct *p) {
+  static int refused[2]; /* per epilogue kind: once refused, not asked again */
+  int kind = p->epilogue == LT_BIAS ? 0 : 1;
+  if (refused[kind]) return 0;
+  LtDescs *d = lt_shape(p);
+  if (!d) {
+    refused[kind] = 1;
     return 0;
   }
+  const void *bias = p->bias;
+  lt_set(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias, d->op);
   const float alpha = 1.0f, beta = p->beta;
-  CUBLAS_CHECK(cublasLtMatmul(lt_handle(), d.op, &alpha, p->A, d.a, p->B, d.b, &beta, p->D, d.d,
-                              p->D, d.d, &r.algo, lt_workspace(), LT_WORKSPACE_BYTES, 0),
+  CUBLAS_CHECK(cublasLtMatmul(lt_handle(), d->op, &alpha, p->A, d->a, p->B, d->b, &beta, p->D,
+                              d->d, p->D, d->d, &d->algo, lt_workspace(), LT_WORKSPACE_BYTES, 0),
                "%s cublasLtMatmul (m=%d n=%d k=%d lda=%d ldb=%d ldd=%d ta=%d tb=%d%s)", p->what,
                p->m, p->n, p->k, p->lda, p->ldb, p->ldd, p->ta, p->tb, p->bf16 ? " bf16" : "");
-  lt_free(&d);
   return 1;
 }
