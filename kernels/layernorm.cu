@@ -81,9 +81,17 @@ static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma. Every thread
  * reads its elements of dy before the block sums and writes only its own
  * elements after them, so dx may be dy. */
+/* With dbranch (residual_ln_bwd): also dbranch = dropout'(dx), the
+ * gradient of the sub-block's branch output, from the same registers. */
+struct BranchDropout {
+  float *dbranch; /* NULL: none */
+  float p, s;
+  DropoutKey key;
+};
+
 static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
                                     const float *mean, const float *rstd, const float *gamma,
-                                    int c) {
+                                    int c, BranchDropout bd) {
   size_t r = blockIdx.x;
   const float *xr = x + r * c, *dr = dy + r * c;
   float *o = dx + r * c;
@@ -96,8 +104,13 @@ static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
   }
   float a = (float)(block_sum(s1) / c), b = (float)(block_sum(s2) / c);
   for (int j = threadIdx.x; j < c; j += blockDim.x) {
-    float g = dr[j] * gamma[j];
-    o[j] = rs * (g - a - ((xr[j] - m) * rs) * b);
+    float g = dr[j] * gamma[j], d = rs * (g - a - ((xr[j] - m) * rs) * b);
+    o[j] = d;
+    if (!bd.dbranch) continue;
+    size_t e = r * c + j;
+    bd.dbranch[e] = bd.p == 0.0f ? d
+                    : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
+                                   bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
   }
 }
 
@@ -121,22 +134,40 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
 }
 
 /* The column pass runs first, so the row pass may overwrite dy. */
-void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
-                        const float *x, const float *mean, const float *rstd,
-                        const float *gamma, int n, int c) {
-  if (cuda_no_work("layernorm_bwd", n, c, 1)) return;
+static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *dbeta,
+                               const float *dy, const float *x, const float *mean,
+                               const float *rstd, const float *gamma, int n, int c,
+                               BranchDropout bd) {
+  if (cuda_no_work(op, n, c, 1)) return;
   if (dgamma || dbeta) {
     int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
-    if (nchunks > 65535) die("ops: layernorm_bwd: %d rows are too many for the column sum", n);
+    if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
     double *pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
     double *pb = pg + (size_t)nchunks * c;
     dim3 grid((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
     ln_param_part_kernel<<<grid, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
-    LAUNCH_CHECK("layernorm_bwd param part (n=%d c=%d)", n, c);
+    LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
     ln_param_finish_kernel<<<(unsigned)ceil_div((size_t)c, THREADS), THREADS>>>(dgamma, dbeta, pg,
                                                                               pb, nchunks, c);
-    LAUNCH_CHECK("layernorm_bwd param finish (n=%d c=%d)", n, c);
+    LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
   }
-  ln_dx_kernel<<<(unsigned)n, ROW_THREADS>>>(dx, dy, x, mean, rstd, gamma, c);
-  LAUNCH_CHECK("layernorm_bwd dx (n=%d c=%d)", n, c);
+  ln_dx_kernel<<<(unsigned)n, ROW_THREADS>>>(dx, dy, x, mean, rstd, gamma, c, bd);
+  LAUNCH_CHECK("%s dx (n=%d c=%d)", op, n, c);
+}
+
+void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int n, int c) {
+  BranchDropout none = {NULL, 0.0f, 1.0f, DropoutKey{0, 0, 0, 0}};
+  layernorm_bwd_with("layernorm_bwd", dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, none);
+}
+
+void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
+                          const float *dy, const float *sum, const float *mean,
+                          const float *rstd, const float *gamma, int n, int c, float p,
+                          DropoutKey key) {
+  if (!(p >= 0.0f && p < 1.0f))
+    die("ops: residual_ln_bwd: dropout probability must be in [0, 1) (got %g)", p);
+  BranchDropout bd = {dbranch, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  layernorm_bwd_with("residual_ln_bwd", dx, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
 }

@@ -162,6 +162,7 @@ extern "C" const Ops *ops_cuda(void) {
     t.layernorm_fwd = cuda_layernorm_fwd;
     t.layernorm_bwd = cuda_layernorm_bwd;
     t.residual_ln_fwd = cuda_residual_ln_fwd;
+    t.residual_ln_bwd = cuda_residual_ln_bwd;
     t.add = cuda_add;
     t.gelu_fwd = cuda_gelu_fwd;
     t.gelu_bwd = cuda_gelu_bwd;

@@ -168,6 +168,10 @@ void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
 void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
                           const float *res, const float *gamma, const float *beta, int n, int c,
                           float eps, float p, DropoutKey key);
+void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
+                          const float *dy, const float *sum, const float *mean,
+                          const float *rstd, const float *gamma, int n, int c, float p,
+                          DropoutKey key);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_gelu_fwd(float *out, const float *x, size_t n);
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);

@@ -47,28 +47,21 @@ static void layer_backward(Model *m, int l) {
   const float *x = m->hidden[l];
   float *dh = m->dh;
   int B = m->B, S = m->S, H = m->H, I = m->I, n = B * S;
-  size_t nH = (size_t)n * H, per_tok = (size_t)S * H;
+  size_t per_tok = (size_t)S * H;
 
   /* output LayerNorm, FFN branch; dh becomes d(a), the FFN input */
-  o->layernorm_bwd(dh, G(m, w->ln2_w), G(m, w->ln2_b), dh, a->r2, a->mean2, a->rstd2,
-                   W(m, w->ln2_w), n, H);
-  const float *dffn = dh;
-  if (m->p_hid > 0.0f) {
-    o->dropout_bwd(m->tmp, dh, nH, m->p_hid, layer_key(m, l, DROP_FFN_OUT, per_tok));
-    dffn = m->tmp;
-  }
+  float *dbranch = m->p_hid > 0.0f ? m->tmp : NULL;
+  o->residual_ln_bwd(dh, dbranch, G(m, w->ln2_w), G(m, w->ln2_b), dh, a->r2, a->mean2, a->rstd2,
+                     W(m, w->ln2_w), n, H, m->p_hid, layer_key(m, l, DROP_FFN_OUT, per_tok));
+  const float *dffn = dbranch ? dbranch : dh;
   o->linear_bwd(m->dg, G(m, w->out_w), G(m, w->out_b), dffn, a->g, W(m, w->out_w), n, I, H, 0);
   o->gelu_bwd(m->dg, m->dg, a->h1, (size_t)n * I);
   o->linear_bwd(dh, G(m, w->in_w), G(m, w->in_b), m->dg, a->a, W(m, w->in_w), n, H, I, 1);
 
   /* attention LayerNorm, attention branch; dh becomes d(x) */
-  o->layernorm_bwd(dh, G(m, w->ln1_w), G(m, w->ln1_b), dh, a->r1, a->mean1, a->rstd1,
-                   W(m, w->ln1_w), n, H);
-  const float *dproj = dh;
-  if (m->p_hid > 0.0f) {
-    o->dropout_bwd(m->tmp, dh, nH, m->p_hid, layer_key(m, l, DROP_ATTN_OUT, per_tok));
-    dproj = m->tmp;
-  }
+  o->residual_ln_bwd(dh, dbranch, G(m, w->ln1_w), G(m, w->ln1_b), dh, a->r1, a->mean1, a->rstd1,
+                     W(m, w->ln1_w), n, H, m->p_hid, layer_key(m, l, DROP_ATTN_OUT, per_tok));
+  const float *dproj = dbranch ? dbranch : dh;
   o->linear_bwd(m->dctx, G(m, w->ao_w), G(m, w->ao_b), dproj, a->ctx, W(m, w->ao_w), n, H, H,
                 0);
   o->attn_bwd(m->dq, m->dk, m->dv, m->dctx, a->probs, a->q, a->k, a->v, m->qkv_ld, B, S, m->nh,

@@ -131,6 +131,14 @@ typedef struct Ops {
   void (*residual_ln_fwd)(float *out, float *sum, float *mean, float *rstd, const float *y,
                           const float *res, const float *gamma, const float *beta, int n, int c,
                           float eps, float p, DropoutKey key);
+  /* Its backward: dx (the gradient of sum, which is also the residual's) as
+   * layernorm_bwd (overwrite; may be dy; dgamma, dbeta +=), and dbranch =
+   * dropout'(dx), the gradient of y (p = 0: a copy of dx). dbranch may be
+   * NULL to skip it. */
+  void (*residual_ln_bwd)(float *dx, float *dbranch, float *dgamma, float *dbeta,
+                          const float *dy, const float *sum, const float *mean,
+                          const float *rstd, const float *gamma, int n, int c, float p,
+                          DropoutKey key);
 
   /* ---- elementwise ---- */
   void (*add)(float *out, const float *a, const float *b, size_t n); /* residual */

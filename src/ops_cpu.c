@@ -147,6 +147,14 @@ static void cpu_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd
   cpu_layernorm_fwd(out, mean, rstd, sum, gamma, beta, n, c, eps);
 }
 
+static void cpu_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
+                                const float *dy, const float *sum, const float *mean,
+                                const float *rstd, const float *gamma, int n, int c, float p,
+                                DropoutKey key) {
+  cpu_layernorm_bwd(dx, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c);
+  if (dbranch) dropout_apply(dbranch, dx, (size_t)n * (size_t)c, p, key);
+}
+
 static const Ops OPS_CPU = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -169,6 +177,7 @@ static const Ops OPS_CPU = {
     .layernorm_fwd = cpu_layernorm_fwd,
     .layernorm_bwd = cpu_layernorm_bwd,
     .residual_ln_fwd = cpu_residual_ln_fwd,
+    .residual_ln_bwd = cpu_residual_ln_bwd,
     .add = cpu_add,
     .gelu_fwd = cpu_gelu_fwd,
     .gelu_bwd = cpu_gelu_bwd,

@@ -92,6 +92,13 @@ static void p_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, 
   TIMED(residual_ln_fwd(out, sum, mean, rstd, y, res, gamma, beta, n, c, eps, p, key),
         "residual_ln_fwd", "%d x %d", n, c);
 }
+static void p_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
+                              const float *dy, const float *sum, const float *mean,
+                              const float *rstd, const float *gamma, int n, int c, float p,
+                              DropoutKey key) {
+  TIMED(residual_ln_bwd(dx, dbranch, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, p, key),
+        "residual_ln_bwd", "%d x %d", n, c);
+}
 static void p_add(float *out, const float *a, const float *b, size_t n) {
   TIMED(add(out, a, b, n), "add", "%zu", n);
 }
@@ -163,6 +170,7 @@ const Ops *ops_profiled(const Ops *inner) {
   t.layernorm_fwd = p_layernorm_fwd;
   t.layernorm_bwd = p_layernorm_bwd;
   t.residual_ln_fwd = p_residual_ln_fwd;
+  t.residual_ln_bwd = p_residual_ln_bwd;
   t.add = p_add;
   t.gelu_fwd = p_gelu_fwd;
   t.gelu_bwd = p_gelu_bwd;

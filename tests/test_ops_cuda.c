@@ -333,23 +333,35 @@ static void test_layernorm(int n, int c) {
 
 /* The fused sub-block end: sum = dropout(y) + res (exact: one product and
  * one add per element, as the CPU's passes), out = LayerNorm(sum); sum
- * written over y as the model calls it. p = 0: no dropout. */
+ * written over y as the model calls it. p = 0: no dropout. Its backward:
+ * dx over dy, dbranch = dropout'(dx), dgamma and dbeta accumulated. */
 static void test_residual_ln(int n, int c, float p) {
   size_t nc = (size_t)n * c;
   float *y = rnd(nc, -2, 2), *res = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f);
-  float *beta = rnd(c, -1, 1);
+  float *beta = rnd(c, -1, 1), *dy = rnd(nc, -1, 1), *dg0 = rnd(c, -1, 1), *db0 = rnd(c, -1, 1);
   DropoutKey key = rnd_key(4321); /* not a multiple of 4 */
-  float *out[3], *sum[3], *mean[3], *rstd[3];
+  float *out[3], *sum[3], *mean[3], *rstd[3], *dx[3], *dbr[3], *dg[3], *db[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
     float *dout = put(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
-    float *dy = put(o, y, nc);
-    o->residual_ln_fwd(dout, dy, dm, dr, dy, put(o, res, nc), put(o, gamma, c), put(o, beta, c),
-                       n, c, 1e-12f, p, key);
+    float *dys = put(o, y, nc), *dgam = put(o, gamma, c);
+    o->residual_ln_fwd(dout, dys, dm, dr, dys, put(o, res, nc), dgam, put(o, beta, c), n, c,
+                       1e-12f, p, key);
     out[k] = get(o, dout, nc);
-    sum[k] = get(o, dy, nc);
+    sum[k] = get(o, dys, nc);
     mean[k] = get(o, dm, n);
     rstd[k] = get(o, dr, n);
+    /* the backward on the CPU's sum and statistics; dx written over dy */
+    o->to_device(dys, sum[0], nc * sizeof(float));
+    o->to_device(dm, mean[0], n * sizeof(float));
+    o->to_device(dr, rstd[0], n * sizeof(float));
+    float *ddy = put(o, dy, nc), *dbranch = put(o, NULL, nc);
+    float *ddg = put(o, dg0, c), *ddb = put(o, db0, c);
+    o->residual_ln_bwd(ddy, dbranch, ddg, ddb, ddy, dys, dm, dr, dgam, n, c, p, key);
+    dx[k] = get(o, ddy, nc);
+    dbr[k] = get(o, dbranch, nc);
+    dg[k] = get(o, ddg, c);
+    db[k] = get(o, ddb, c);
     release(o);
   }
   char name[48];
@@ -358,7 +370,11 @@ static void test_residual_ln(int n, int c, float p) {
   compare(name, "out", out, nc, TOL_F32);
   compare(name, "mean", mean, n, TOL_F32);
   compare(name, "rstd", rstd, n, TOL_F32);
-  free(y), free(res), free(gamma), free(beta);
+  compare(name, "dx", dx, nc, TOL_F32);
+  compare(name, "dbranch", dbr, nc, TOL_F32);
+  compare(name, "dgamma", dg, c, TOL_F32);
+  compare(name, "dbeta", db, c, TOL_F32);
+  free(y), free(res), free(gamma), free(beta), free(dy), free(dg0), free(db0);
 }
 
 /* ---- elementwise and dropout ---- */
