@@ -52,22 +52,6 @@ __device__ static inline Tile block_tile(const RangeChunk &c) {
   return s;
 }
 
-/* One launch sees every range at once: ranges that overlapped would race,
- * so they must be disjoint; ascending order (as the model's parameter table
- * has them) makes that a linear check. Empty ranges touch nothing. */
-static void check_ranges(const char *op, const ParamRange *r, int nr) {
-  size_t end = 0;
-  int prev = -1;
-  for (int t = 0; t < nr; t++) {
-    if (!r[t].count) continue;
-    if (prev >= 0 && r[t].offset < end)
-      die("ops: %s: range %d (offset %zu) starts before range %d ends (%zu): ranges must be "
-          "ascending and disjoint",
-          op, t, r[t].offset, prev, end);
-    end = r[t].offset + r[t].count, prev = t;
-  }
-}
-
 /* Fills c with the non-empty ranges from *next on: up to CHUNK_RANGES, and
  * as many tiles as one grid takes. Advances *next past them; returns the
  * tiles (0 when no ranges are left). */
@@ -125,7 +109,7 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.sqrt_c2 = sqrtf(a.k.c2);
   a.eps = o->eps;
   a.shrink = 1.0f - o->lr * o->weight_decay;
-  check_ranges("adamw", r, nr);
+  optim_check_ranges("adamw", r, nr);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "adamw", r, nr, &next);
@@ -195,7 +179,7 @@ static __global__ void lamb_apply_kernel(float *w, const float *m, const float *
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
-  check_ranges("lamb", r, nr);
+  optim_check_ranges("lamb", r, nr);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "lamb", r, nr, &next);

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 bertrain_install_deps
-bertrain_build build
+BERTRAIN_TARGETS=bertrain bertrain_build build  # the program alone: no tests
 B=$PWD/build/bertrain
 CFG=configs/demo.ini
 RUN=runs/demo

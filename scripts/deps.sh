@@ -33,10 +33,12 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 # Configure and build into $1 (default build/); extra arguments go to cmake.
+# BERTRAIN_TARGETS, when set, builds only those targets (e.g. bertrain).
 bertrain_build() {
   local dir=${1:-build}
   shift || true
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log" >&2; echo "cmake configure failed (log above)" >&2; return 1; }
-  cmake --build "$dir" -j "$(nproc)" >&2
+  # shellcheck disable=SC2086
+  cmake --build "$dir" -j "$(nproc)" ${BERTRAIN_TARGETS:+--target $BERTRAIN_TARGETS} >&2
 }

@@ -182,7 +182,8 @@ typedef struct Ops {
                    float scale);
 
   /* ---- optimizer over the flat buffers w, g, m, v (m, v start at 0);
-   * elements outside every range are left alone. ---- */
+   * elements outside every range are left alone; the ranges must be
+   * ascending and disjoint. ---- */
   /* AdamW as torch.optim.AdamW: g' = grad_scale g; m = b1 m + (1-b1) g';
    * v = b2 v + (1-b2) g'^2; if decay: w *= 1 - lr wd;
    * w -= (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), c = 1 - beta^step

@@ -17,6 +17,7 @@ static inline void update_moments(const Moments *k, float g, float *m, float *v)
 void cpu_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "adamw");
+  optim_check_ranges("adamw", r, nr);
   const float step_size = (float)((double)o->lr / k.c1), sqrt_c2 = sqrtf(k.c2), eps = o->eps;
   const float shrink = 1.0f - o->lr * o->weight_decay;
   for (int t = 0; t < nr; t++) {
@@ -39,6 +40,7 @@ static inline float lamb_update(const Moments *k, float m, float v, float w, flo
 void cpu_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
               const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
+  optim_check_ranges("lamb", r, nr);
   size_t most = 0;
   for (int t = 0; t < nr; t++) most = r[t].count > most ? r[t].count : most;
   double *part = xmalloc(2 * (n_blocks(most, SUM_BLOCK) + 1) * sizeof *part);

@@ -31,4 +31,18 @@ static inline Moments optim_moments(const OptParams *o, const char *op) {
   return k;
 }
 
+/* Dies naming op unless the non-empty ranges are ascending and disjoint (the
+ * CUDA backend updates them all in one launch, where an overlap would race). */
+static inline void optim_check_ranges(const char *op, const ParamRange *r, int nr) {
+  size_t end = 0;
+  int prev = -1;
+  for (int t = 0; t < nr; t++) {
+    if (!r[t].count) continue;
+    if (prev >= 0 && r[t].offset < end)
+      die("ops: %s: range %d (offset %zu) starts before range %d ends (%zu): ranges must be "
+          "ascending and disjoint", op, t, r[t].offset, prev, end);
+    end = r[t].offset + r[t].count, prev = t;
+  }
+}
+
 #endif
