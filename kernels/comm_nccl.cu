@@ -67,9 +67,9 @@ extern "C" void comm_nccl_allreduce_sum_f32(float *buf, size_t n) {
 extern "C" void comm_nccl_stop(void) {
   if (!g_comm) return;
   cuda_check(cudaStreamSynchronize(g_stream), "cudaStreamSynchronize");
-  ncclCommDestroy(g_comm);
-  cudaEventDestroy(g_grads_ready);
-  cudaEventDestroy(g_reduced);
-  cudaStreamDestroy(g_stream);
+  nccl_check(ncclCommDestroy(g_comm), "ncclCommDestroy", 0);
   g_comm = nullptr;
+  cuda_check(cudaEventDestroy(g_grads_ready), "cudaEventDestroy");
+  cuda_check(cudaEventDestroy(g_reduced), "cudaEventDestroy");
+  cuda_check(cudaStreamDestroy(g_stream), "cudaStreamDestroy");
 }

@@ -34,10 +34,22 @@ int cuda_sync_launches(void);
       cuda_fail(cublasGetStatusString(blas_err_), __VA_ARGS__);             \
   } while (0)
 
+/* A cuBLAS or cuBLASLt matrix product: checked as CUBLAS_CHECK, counted. */
+#define GEMM_CHECK(call, ...)                                               \
+  do {                                                                      \
+    cuda_launches++;                                                        \
+    CUBLAS_CHECK(call, __VA_ARGS__);                                        \
+  } while (0)
+
 /* Right after a <<<...>>> launch: catches bad launch configurations at once
  * and, with BERTRAIN_CUDA_SYNC, faults inside the kernel. */
+/* Kernel launches and library matrix products issued so far (device.cu),
+ * for bench's launches per step. */
+extern unsigned long long cuda_launches;
+
 #define LAUNCH_CHECK(...)                                                   \
   do {                                                                      \
+    cuda_launches++;                                                        \
     CUDA_CHECK(cudaGetLastError(), __VA_ARGS__);                            \
     if (cuda_sync_launches()) CUDA_CHECK(cudaDeviceSynchronize(), __VA_ARGS__); \
   } while (0)

@@ -7,6 +7,8 @@
 
 #include "ops_cuda_internal.cuh"
 
+unsigned long long cuda_launches;
+
 /* ---- memory ---- */
 
 typedef struct Block {
@@ -78,6 +80,7 @@ void cuda_device_info(DeviceInfo *out) {
   snprintf(out->peak_basis, sizeof out->peak_basis, "%d SMs x %d MHz x %d bf16 FLOP/clock",
            sms, khz / 1000, per);
   out->peak_bytes = g_peak;
+  out->launches = cuda_launches;
 }
 
 /* ---- timing marks ---- */

@@ -64,7 +64,7 @@ static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, f
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   const __nv_bfloat16 *a = a16 ? a16 : packed_bf16(what, 0, Mat{A, lda, sA, 0}, ar, ac, batch, 1);
   const __nv_bfloat16 *b = packed_bf16(what, 1, Mat{B, ldb, sB, 0}, br, bc, batch, 1);
-  CUBLAS_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
+  GEMM_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
                                           (long long)br * bc, a, CUDA_R_16BF, ac,
                                           (long long)ar * ac, &beta, C, CUDA_R_32F, ldc, sC,
                                           batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -81,11 +81,11 @@ void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alph
   }
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (batch == 1)
-    CUBLAS_CHECK(cublasSgemm(cuda_blas(), ob, oa, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc),
+    GEMM_CHECK(cublasSgemm(cuda_blas(), ob, oa, n, m, k, &alpha, B, ldb, A, lda, &beta, C, ldc),
                  "%s sgemm (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d ta=%d tb=%d)", what, m, n, k, lda,
                  ldb, ldc, ta, tb);
   else
-    CUBLAS_CHECK(cublasSgemmStridedBatched(cuda_blas(), ob, oa, n, m, k, &alpha, B, ldb, sB, A,
+    GEMM_CHECK(cublasSgemmStridedBatched(cuda_blas(), ob, oa, n, m, k, &alpha, B, ldb, sB, A,
                                            lda, sA, &beta, C, ldc, sC, batch),
                  "%s sgemm batched (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d ta=%d tb=%d batch=%d)",
                  what, m, n, k, lda, ldb, ldc, ta, tb, batch);
@@ -137,7 +137,7 @@ void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float
     PtrSpec pa = {(const char *)A.p, A.sb, A.sh, (int)sizeof(float)};
     PtrSpec pb = {(const char *)B.p, B.sb, B.sh, (int)sizeof(float)};
     const void **p = grid_ptrs(what, pa, pb, pc, nh, count);
-    CUBLAS_CHECK(cublasSgemmBatched(cuda_blas(), ob, oa, n, m, k, &alpha, (const float **)p + count,
+    GEMM_CHECK(cublasSgemmBatched(cuda_blas(), ob, oa, n, m, k, &alpha, (const float **)p + count,
                                     B.ld, (const float **)p, A.ld, &beta, (float **)p + 2 * count,
                                     C.ld, count),
                  "%s sgemm batched (m=%d n=%d k=%d lda=%d ldb=%d ldc=%d ta=%d tb=%d count=%d)",
@@ -152,7 +152,7 @@ void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float
   PtrSpec pa = {(const char *)a, nh * pa_per, pa_per, (int)sizeof *a};
   PtrSpec pb = {(const char *)b, nh * pb_per, pb_per, (int)sizeof *b};
   const void **p = grid_ptrs(what, pa, pb, pc, nh, count);
-  CUBLAS_CHECK(cublasGemmBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, p + count, CUDA_R_16BF,
+  GEMM_CHECK(cublasGemmBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, p + count, CUDA_R_16BF,
                                    bc, p, CUDA_R_16BF, ac, &beta, (void *const *)(p + 2 * count),
                                    CUDA_R_32F, C.ld, count, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT),

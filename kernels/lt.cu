@@ -76,11 +76,11 @@ static void lt_describe(const LtProduct *p, LtDescs *d) {
 }
 
 static void lt_free(LtDescs *d) {
-  cublasLtMatmulPreferenceDestroy(d->pref);
-  cublasLtMatrixLayoutDestroy(d->d);
-  cublasLtMatrixLayoutDestroy(d->b);
-  cublasLtMatrixLayoutDestroy(d->a);
-  cublasLtMatmulDescDestroy(d->op);
+  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(d->pref), "cublasLtMatmulPreferenceDestroy");
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(d->d), "cublasLtMatrixLayoutDestroy (D)");
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(d->b), "cublasLtMatrixLayoutDestroy (B)");
+  CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(d->a), "cublasLtMatrixLayoutDestroy (A)");
+  CUBLAS_CHECK(cublasLtMatmulDescDestroy(d->op), "cublasLtMatmulDescDestroy");
 }
 
 static int same_shape(const LtDescs *d, const LtProduct *p) {
@@ -130,7 +130,7 @@ int lt_matmul(const LtProduct *p) {
   const void *bias = p->bias;
   lt_set(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias, d->op);
   const float alpha = 1.0f, beta = p->beta;
-  CUBLAS_CHECK(cublasLtMatmul(lt_handle(), d->op, &alpha, p->A, d->a, p->B, d->b, &beta, p->D,
+  GEMM_CHECK(cublasLtMatmul(lt_handle(), d->op, &alpha, p->A, d->a, p->B, d->b, &beta, p->D,
                               d->d, p->D, d->d, &d->algo, lt_workspace(), LT_WORKSPACE_BYTES, 0),
                "%s cublasLtMatmul (m=%d n=%d k=%d lda=%d ldb=%d ldd=%d ta=%d tb=%d%s)", p->what,
                p->m, p->n, p->k, p->lda, p->ldb, p->ldd, p->ta, p->tb, p->bf16 ? " bf16" : "");

@@ -79,6 +79,7 @@ typedef struct Bench {
   Prefetcher *pf;    /* NULL: the synthetic batch */
   const Batch *synth;
   BenchTimes t;
+  unsigned long long launches0; /* the device's launch count when timing began */
 } Bench;
 
 static void add_time(double *acc, double t0, int timed) {
@@ -173,9 +174,12 @@ static void choose_threads(const Ops *ops, int threads, const CommInfo *ci) {
 
 /* Model FLOP/s per rank as TFLOP/s, MFU against the device's bf16 peak, and
  * the peak memory the backend held (rank 0's device). */
-static void report_device(const Bench *b, double step_ms, double flops) {
+static void report_device(const Bench *b, double step_ms, double flops, int steps) {
   DeviceInfo di;
   b->ops->device_info(&di);
+  if (di.launches)
+    printf("bench: %.0f kernel launches and library products per step\n",
+           (double)(di.launches - b->launches0) / steps);
   double tflops = flops / (step_ms * 1e-3) / 1e12;
   printf("bench: per rank %.2f model TFLOP/s", tflops);
   if (di.peak_bf16_flops > 0)
@@ -209,7 +213,15 @@ static void report(const Bench *b, double *ms, int steps, double flops, double l
          "%.2f ms waiting for the slowest rank (%.1f%%), %.2f ms waiting for data (%.1f%%)\n",
          comp, 100 * comp / mean, comm, 100 * comm / mean, imbalance, 100 * imbalance / mean,
          wait, 100 * wait / mean);
-  report_device(b, mean, flops);
+  report_device(b, mean, flops, steps);
+}
+
+/* The profile and the launch count start from here (after the warm-up). */
+static void start_counting(Bench *b, int profile) {
+  if (profile) ops_profile_reset();
+  DeviceInfo di;
+  b->ops->device_info(&di);
+  b->launches0 = di.launches;
 }
 
 static int run(int argc, char **argv) {
@@ -286,14 +298,14 @@ static int run(int argc, char **argv) {
   }
 
   double loss0 = 0, loss = 0, *ms = xmalloc((size_t)steps * sizeof *ms);
-  if (profile) ops_profile_reset(); /* not the model's set-up */
+  start_counting(&b, profile); /* not the model's set-up */
   for (int s = 1; s <= warmup + steps; s++) {
     comm_barrier(); /* the ranks start each step together: the parts are comparable */
     b.ops->mark(0);
     loss = train_step(&b, s, warmup + steps, s > warmup);
     b.ops->mark(1);
     if (s == 1) loss0 = loss;
-    if (profile && s == warmup) ops_profile_reset();
+    if (s == warmup) start_counting(&b, profile);
     if (s > warmup) ms[s - warmup - 1] = b.ops->mark_ms(0, 1);
     if (!isfinite(loss)) die("bench: the loss is not finite at step %d", s);
   }

@@ -66,6 +66,7 @@ typedef struct DeviceInfo {
   double peak_bf16_flops; /* dense bf16 tensor FLOP/s; 0 when unknown (CPU) */
   char peak_basis[96];    /* how peak_bf16_flops was found */
   size_t peak_bytes;      /* most device memory the backend held at once; 0: not tracked */
+  unsigned long long launches; /* kernels and library products issued so far; 0: not counted */
 } DeviceInfo;
 
 typedef struct Ops {

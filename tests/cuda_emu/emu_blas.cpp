@@ -168,6 +168,7 @@ cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode) 
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                            int n, int k, const float *alpha, const float *A, int lda,
                            const float *B, int ldb, const float *beta, float *C, int ldc) {
+  emu_count_gemm();
   return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, 0},
               Operand{B, CUDA_R_32F, 0, 0, ldb, 0}, *beta, C, ldc, 0, 1);
 }
@@ -178,6 +179,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          long long sA, const float *B, int ldb, long long sB,
                                          const float *beta, float *C, int ldc, long long sC,
                                          int batch) {
+  emu_count_gemm();
   return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, sA},
               Operand{B, CUDA_R_32F, 0, 0, ldb, sB}, *beta, C, ldc, sC, batch);
 }
@@ -190,6 +192,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           const void *beta, void *C, cudaDataType typeC,
                                           int ldc, long long sC, int batch,
                                           cublasComputeType_t compute, cublasGemmAlgo_t) {
+  emu_count_gemm();
   if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm(h, ta, tb, m, n, k, *(const float *)alpha, Operand{A, typeA, 0, 0, lda, sA},
@@ -201,6 +204,7 @@ cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublas
                                   const float *const A[], int lda, const float *const B[],
                                   int ldb, const float *beta, float *const C[], int ldc,
                                   int batch) {
+  emu_count_gemm();
   return gemm_pointers(h, ta, tb, m, n, k, *alpha, (const void *const *)A, CUDA_R_32F, lda,
                        (const void *const *)B, CUDA_R_32F, ldb, *beta, (void *const *)C, ldc,
                        batch);
@@ -212,6 +216,7 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    cudaDataType typeB, int ldb, const void *beta,
                                    void *const C[], cudaDataType typeC, int ldc, int batch,
                                    cublasComputeType_t compute, cublasGemmAlgo_t) {
+  emu_count_gemm();
   if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm_pointers(h, ta, tb, m, n, k, *(const float *)alpha, A, typeA, lda, B, typeB, ldb,
@@ -371,6 +376,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
                               cublasLtMatrixLayout_t b, const void *beta, const void *C,
                               cublasLtMatrixLayout_t c, void *D, cublasLtMatrixLayout_t d,
                               const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
+  emu_count_gemm();
   if (!h || !algo || !lt_consistent(op, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
   int m = (int)d->rows, n = (int)d->cols, k = (int)(op->ta == CUBLAS_OP_N ? a->cols : a->rows);
   if (C != D) { /* D starts as C, then the product goes on top (beta) */

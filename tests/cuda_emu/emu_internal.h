@@ -14,4 +14,8 @@ void emu_set_error(cudaError_t err);
  * memory", for fault reports. */
 void emu_describe_address(const void *p, char *out, size_t n);
 
+/* Counts for BERTRAIN_EMU_STATS=1 (printed at exit): kernel launches and
+ * cuBLAS / cuBLASLt product calls. */
+void emu_count_gemm(void);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -48,6 +49,7 @@ int g_nthreads, g_cur;
 void (*g_body)(void *);
 void *g_ctx;
 const char *g_kernel; /* non-NULL while a kernel runs */
+unsigned long long g_launches, g_gemms;
 
 #if defined(__x86_64__)
 void *g_sched_sp;
@@ -183,8 +185,17 @@ static void on_fault(int sig, siginfo_t *si, void *) {
   emu_kernel_fail("memory fault at %p (%s)", si->si_addr, where);
 }
 
+static void print_stats() {
+  fprintf(stderr, "cuda emulator: %llu kernel launches, %llu cuBLAS/cuBLASLt products\n",
+          g_launches, g_gemms);
+}
+
+void emu_count_gemm(void) { g_gemms++; }
+
 static void setup_once() {
   if (g_stacks) return;
+  const char *stats = getenv("BERTRAIN_EMU_STATS");
+  if (stats && strcmp(stats, "1") == 0) atexit(print_stats);
   size_t bytes = STACK_BYTES * MAX_THREADS;
   void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
@@ -319,6 +330,7 @@ void emu::run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void 
     emu_set_error(cudaErrorInvalidConfiguration);
     return;
   }
+  g_launches++;
   g_kernel = kernel;
   g_body = body;
   g_ctx = ctx;
