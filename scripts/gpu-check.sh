@@ -4,7 +4,8 @@
 # 1. bertrain version (sees the GPU?)       2. tests/test_ops_cuda: every op vs the CPU
 #    (again under compute-sanitizer memcheck when it is installed)
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
-# 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch)
+# 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch);
+#    tests/test_nccl.sh: 2 ranks with NCCL (needs 2 GPUs; skipped on one)
 # 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
 #    fp32, TF32 and bf16
 # 6. bertrain bench --profile, bf16, both models: the time of every op and shape
@@ -51,6 +52,7 @@ SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2
 [ -n "$SAN" ] && step memcheck 180 bash -c "cd '$SRC/tests' && exec '$SAN' --tool memcheck --error-exitcode 9 '$BUILD/tests/test_ops_cuda'"
 step train 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_train_cuda.sh'"
 step reference 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
+step nccl 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_nccl.sh'"
 for m in mini base; do
   step bench-$m 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3

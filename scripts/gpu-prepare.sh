@@ -14,8 +14,9 @@ ARCH=${1:-90}
 grep -qxF "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >> .git/info/exclude
 mkdir -p .gpu
 cmake -S . -B .gpu/build -DBERTRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
-  -DCMAKE_BUILD_TYPE=Release > .gpu/cmake.log
-cmake --build .gpu/build -j"$(nproc)" > .gpu/build.log 2>&1 || { tail -20 .gpu/build.log; exit 1; }
+  -DBERTRAIN_CUDA_EMU=OFF -DCMAKE_BUILD_TYPE=Release > .gpu/cmake.log
+cmake --build .gpu/build -j"$(nproc)" --target bertrain test_ops_cuda > .gpu/build.log 2>&1 ||
+  { tail -20 .gpu/build.log; exit 1; }
 rm -rf .gpu/bin && mkdir -p .gpu/bin/tests
 cp .gpu/build/bertrain .gpu/bin/ && cp .gpu/build/tests/test_ops_cuda .gpu/bin/tests/
 scripts/gpu-bundle.sh .gpu/rt .gpu/bin/bertrain .gpu/bin/tests/test_ops_cuda > .gpu/bundle.log 2>&1 ||
