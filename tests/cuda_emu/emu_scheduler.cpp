@@ -34,6 +34,7 @@ struct Fiber {
   ucontext_t ctx;
 #endif
   State state;
+  const void *site;   /* the __syncthreads it waits at (its return address) */
   uint3 tid;          /* its threadIdx */
   unsigned shuffles;  /* shuffles done; its parity picks the offer slot */
   uint64_t offer[2];
@@ -225,6 +226,7 @@ void emu::sync_block() {
     _exit(1);
   }
   g_fibers[g_cur].state = AT_SYNC;
+  g_fibers[g_cur].site = __builtin_return_address(0);
   pass_on();
 }
 
@@ -275,11 +277,21 @@ static bool release_warps() {
   return any;
 }
 
-/* Every live thread at __syncthreads: all go on (threads that exited count
- * as arrived, as on current GPUs). */
+/* Every live thread at the same __syncthreads: all go on (threads that
+ * exited count as arrived, as on current GPUs). Live threads at different
+ * __syncthreads calls are a divergent barrier: reported. */
 static bool release_block() {
-  for (int t = 0; t < g_nthreads; t++)
-    if (g_fibers[t].state != DONE && g_fibers[t].state != AT_SYNC) return false;
+  int first = -1;
+  for (int t = 0; t < g_nthreads; t++) {
+    if (g_fibers[t].state == DONE) continue;
+    if (g_fibers[t].state != AT_SYNC) return false;
+    if (first < 0) first = t;
+    if (g_fibers[t].site != g_fibers[first].site) {
+      threadIdx = g_fibers[t].tid;
+      emu_kernel_fail("divergent barrier: this thread and thread %d wait at different "
+                      "__syncthreads calls", first);
+    }
+  }
   for (int t = 0; t < g_nthreads; t++)
     if (g_fibers[t].state == AT_SYNC) g_fibers[t].state = RUNNABLE;
   return true;
