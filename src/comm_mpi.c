@@ -128,7 +128,7 @@ void comm_allreduce_wait(void) {
 void comm_allreduce_sum_f64(double *buf, int n) {
   if (!multi()) return;
   check(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
-        "MPI_Allreduce of the step statistics");
+        "MPI_Allreduce of host values (step statistics, flags)");
 }
 
 void comm_broadcast(void *buf, size_t bytes, int root) {
