@@ -94,14 +94,16 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
     cuda_dropout_fwd(pd, probs, all, p, key);
     P = pd;
   }
-  const Mat dC = {dctx, H, sC, hd}, dPm = {dP, S, sP, SS};
+  /* dC is an operand of two products, dP below too: in bf16 converted once */
+  const Mat dC = mat_bf16("attn_bwd dctx", 3, Mat{dctx, H, sC, hd}, S, hd, B, nh);
   gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, Mat{P, S, sP, SS}, dC, 0.0f,
                Mat{dv, ld, sQ, hd}, B, nh);
-  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, Mat{v, ld, sQ, hd}, 0.0f, dPm,
-               B, nh);
+  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, Mat{v, ld, sQ, hd}, 0.0f,
+               Mat{dP, S, sP, SS}, B, nh);
   if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
   softmax_bwd_kernel<<<(unsigned)((size_t)B * nh * S), ROW_THREADS>>>(dP, probs, S);
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
+  const Mat dPm = mat_bf16("attn_bwd dscores", 2, Mat{dP, S, sP, SS}, S, S, B, nh);
   gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, Mat{k, ld, sQ, hd}, 0.0f,
                Mat{dq, ld, sQ, hd}, B, nh);
   gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dPm, Mat{q, ld, sQ, hd}, 0.0f,

@@ -16,11 +16,11 @@ static int g_bf16;
 
 void cuda_set_bf16(int on) { g_bf16 = on; }
 
-/* Buffers 0 and 1: the two operands of a product; 2: linear_bwd's dy,
- * converted once for both of its products. */
+/* Buffers 0 and 1: the two operands of a product; 2 and 3: operands
+ * converted once for two products (linear_bwd's dy; attention's dP and dC). */
 static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
-  static __nv_bfloat16 *buf[3];
-  static size_t cap[3];
+  static __nv_bfloat16 *buf[4];
+  static size_t cap[4];
   if (n > cap[which]) {
     /* earlier products may still be reading the old buffer */
     CUDA_CHECK(cudaDeviceSynchronize(), "bf16 operand buffer (%zu elements)", n);
@@ -56,6 +56,24 @@ static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int 
 }
 
 /* a16: A already packed as bf16 (then A is not read), or NULL. */
+Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int nh) {
+  if (!g_bf16) return X;
+  X.p16 = packed_bf16(what, which, X, rows, cols, nb, nh);
+  X.rows16 = rows, X.cols16 = cols;
+  return X;
+}
+
+/* X's bf16 matrices (rows x cols) for a product: the ones mat_bf16 made, or
+ * converted now into buffer which. */
+static const __nv_bfloat16 *operand_bf16(const char *what, int which, Mat X, int rows, int cols,
+                                         int nb, int nh) {
+  if (!X.p16) return packed_bf16(what, which, X, rows, cols, nb, nh);
+  if (X.rows16 != rows || X.cols16 != cols)
+    die("ops: %s: operand packed as %d x %d, used as %d x %d", what, X.rows16, X.cols16, rows,
+        cols);
+  return (const __nv_bfloat16 *)X.p16;
+}
+
 static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
                       const float *A, const __nv_bfloat16 *a16, int lda, long long sA,
                       const float *B, int ldb, long long sB, float beta, float *C, int ldc,
@@ -145,8 +163,8 @@ void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float
     return;
   }
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  const __nv_bfloat16 *a = packed_bf16(what, 0, A, ar, ac, nb, nh);
-  const __nv_bfloat16 *b = packed_bf16(what, 1, B, br, bc, nb, nh);
+  const __nv_bfloat16 *a = operand_bf16(what, 0, A, ar, ac, nb, nh);
+  const __nv_bfloat16 *b = operand_bf16(what, 1, B, br, bc, nb, nh);
   /* packed: matrix i at i * rows * cols, i.e. sb = nh * per, sh = per */
   long long pa_per = (long long)ar * ac, pb_per = (long long)br * bc;
   PtrSpec pa = {(const char *)a, nh * pa_per, pa_per, (int)sizeof *a};

@@ -117,7 +117,16 @@ struct Mat {
   const float *p;
   int ld;
   long long sb, sh;
+  /* bf16 products: the matrices already packed as bf16 by mat_bf16 (rows x
+   * cols each, one after another), so that an operand of two products is
+   * converted once; NULL otherwise. */
+  const void *p16 = nullptr;
+  int rows16 = 0, cols16 = 0;
 };
+/* X with its rows x cols matrices packed as bf16 into buffer which (2 or
+ * 3; 0 and 1 are the products' own) when bf16 products are on; X as it is
+ * otherwise. */
+Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int nh);
 /* gemm_rm over nb x nh products (b, h) in one cuBLAS call: C(b,h) =
  * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h). */
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
