@@ -46,11 +46,9 @@ static __global__ void softmax_bwd_kernel(float *dP, const float *probs, int S) 
   for (int j = threadIdx.x; j < S; j += blockDim.x) dr[j] = pr[j] * (dr[j] - fdot);
 }
 
+/* ops_check_attn, and one block per row must fit the grid. */
 static void check_attn(const char *op, int ld, int B, int S, int nh, int hd, float p) {
-  cuda_check_dims(op, B, S, nh);
-  if (hd <= 0 || ld < nh * hd)
-    die("ops: %s: head_dim %d and row stride %d do not fit %d heads", op, hd, ld, nh);
-  if (!(p >= 0.0f && p < 1.0f)) die("ops: %s: dropout probability must be in [0, 1) (got %g)", op, p);
+  ops_check_attn(op, ld, B, S, nh, hd, p);
   if ((size_t)B * nh * S > 0x7fffffffu) die("ops: %s: too many rows (B=%d nh=%d S=%d)", op, B, nh, S);
 }
 

@@ -92,7 +92,7 @@ void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
 
 static void dropout_apply(const char *op, float *out, const float *x, size_t n, float p,
                           DropoutKey k) {
-  if (!(p >= 0.0f && p < 1.0f)) die("ops: %s: dropout probability must be in [0, 1) (got %g)", op, p);
+  ops_check_dropout(op, p);
   if (!n) return;
   if (p == 0.0f) {
     if (out != x)

@@ -83,7 +83,7 @@ static __global__ void gather_fwd_kernel(float *out, const float *x, const int32
 void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
                     const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
                     int vocab, int ntypes) {
-  if (cuda_no_work("embed_fwd", B, S, H)) return;
+  if (ops_no_work("embed_fwd", B, S, H)) return;
   size_t n = (size_t)B * S;
   embed_fwd_kernel<<<grid_for(n * H, THREADS), THREADS>>>(out, word_ids, type_ids, wte, wpe, wtt,
                                                           n, S, H, vocab, ntypes, cuda_bad_id());
@@ -94,7 +94,7 @@ void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids
  * embed_fwd; negative ones are skipped here. */
 void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
                     const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H) {
-  if (cuda_no_work("embed_bwd", B, S, H)) return;
+  if (ops_no_work("embed_bwd", B, S, H)) return;
   if ((size_t)B * S > INT_MAX) die("ops: embed_bwd: %d x %d tokens are too many", B, S);
   int n = B * S;
   if (dwte) scatter_rows("embed_bwd wte", dwte, dout, word_ids, n, H, INT_MAX, BAD_NONE);
@@ -106,13 +106,13 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
 }
 
 void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c) {
-  if (cuda_no_work("gather_fwd", n, c, 1)) return;
+  if (ops_no_work("gather_fwd", n, c, 1)) return;
   gather_fwd_kernel<<<grid_for((size_t)n * c, THREADS), THREADS>>>(out, x, idx, n, rows, c,
                                                                     cuda_bad_id());
   LAUNCH_CHECK("gather_fwd (n=%d rows=%d c=%d)", n, rows, c);
 }
 
 void cuda_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c) {
-  if (cuda_no_work("gather_bwd", n, c, 1)) return;
+  if (ops_no_work("gather_bwd", n, c, 1)) return;
   scatter_rows("gather_bwd", dx, dout, idx, n, c, rows, BAD_GATHER_BWD);
 }

@@ -116,7 +116,7 @@ static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
 
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, int n, int c, float eps) {
-  if (cuda_no_work("layernorm_fwd", n, c, 1)) return;
+  if (ops_no_work("layernorm_fwd", n, c, 1)) return;
   layernorm_fwd_kernel<<<(unsigned)n, ROW_THREADS>>>(out, mean, rstd, x, gamma, beta, c, eps);
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
 }
@@ -124,9 +124,8 @@ void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
 void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
                           const float *res, const float *gamma, const float *beta, int n, int c,
                           float eps, float p, DropoutKey key) {
-  if (!(p >= 0.0f && p < 1.0f))
-    die("ops: residual_ln_fwd: dropout probability must be in [0, 1) (got %g)", p);
-  if (cuda_no_work("residual_ln_fwd", n, c, 1)) return;
+  ops_check_dropout("residual_ln_fwd", p);
+  if (ops_no_work("residual_ln_fwd", n, c, 1)) return;
   const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
   residual_ln_kernel<<<(unsigned)n, ROW_THREADS>>>(out, sum, mean, rstd, y, res, gamma, beta, c,
                                                    eps, p, s, key);
@@ -138,7 +137,7 @@ static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *
                                const float *dy, const float *x, const float *mean,
                                const float *rstd, const float *gamma, int n, int c,
                                BranchDropout bd) {
-  if (cuda_no_work(op, n, c, 1)) return;
+  if (ops_no_work(op, n, c, 1)) return;
   if (dgamma || dbeta) {
     int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
     if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
@@ -166,8 +165,7 @@ void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta
                           const float *dy, const float *sum, const float *mean,
                           const float *rstd, const float *gamma, int n, int c, float p,
                           DropoutKey key) {
-  if (!(p >= 0.0f && p < 1.0f))
-    die("ops: residual_ln_bwd: dropout probability must be in [0, 1) (got %g)", p);
+  ops_check_dropout("residual_ln_bwd", p);
   BranchDropout bd = {dbranch, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
   layernorm_bwd_with("residual_ln_bwd", dx, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
 }

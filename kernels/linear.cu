@@ -231,7 +231,7 @@ static int linear_fwd_lt(float *y, const float *x, const float *w, const float *
 
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                      int out) {
-  cuda_check_dims("linear_fwd", n, in, out);
+  ops_check_dims("linear_fwd", n, in, out);
   if (b && linear_fwd_lt(y, x, w, b, n, in, out)) return;
   float beta = 0.0f;
   if (b) {
@@ -286,7 +286,7 @@ static int linear_dw_db_lt(float *dw, float *db, const float *dy, const __nv_bfl
 
 void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int in, int out, int accumulate_dx) {
-  cuda_check_dims("linear_bwd", n, in, out);
+  ops_check_dims("linear_bwd", n, in, out);
   /* bf16: dy [n, out] is the A operand of both products (as is, and
    * transposed), so it is converted once */
   const __nv_bfloat16 *dy16 =

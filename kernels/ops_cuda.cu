@@ -27,15 +27,6 @@ int cuda_sync_launches(void) {
   return flag;
 }
 
-void cuda_check_dims(const char *op, int a, int b, int c) {
-  if (a <= 0 || b <= 0 || c <= 0) die("ops: %s: dimensions must be positive (%d, %d, %d)", op, a, b, c);
-}
-
-int cuda_no_work(const char *op, int a, int b, int c) {
-  if (a < 0 || b < 0 || c < 0) die("ops: %s: dimensions must not be negative (%d, %d, %d)", op, a, b, c);
-  return a == 0 || b == 0 || c == 0;
-}
-
 /* Plain fp32 GEMMs (CUBLAS_DEFAULT_MATH never uses TF32 for sgemm; TF32 is
  * the explicit switch set_tf32) and no atomics inside cuBLAS, so results are
  * bit-identical from run to run on one GPU model. */

@@ -19,6 +19,7 @@
 
 extern "C" {
 #include "ops.h"
+#include "ops_check.h"
 }
 
 /* Threads per block: elementwise and column kernels use THREADS, kernels
@@ -203,11 +204,5 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o);
 void cuda_sumsq(float *out, const float *x, size_t n);
-
-/* Dies unless every dimension is positive (the CPU backend's rule). */
-void cuda_check_dims(const char *op, int a, int b, int c);
-/* For ops the CPU backend runs as no-ops on empty input: 1 when a dimension
- * is 0 (nothing to do); dies when one is negative. */
-int cuda_no_work(const char *op, int a, int b, int c);
 
 #endif

@@ -99,7 +99,7 @@ static __global__ void xent_bwd_kernel(float *dlogits, const float *logits,
 }
 
 void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  cuda_check_dims("xent_fwd", n, v, 1);
+  ops_check_dims("xent_fwd", n, v, 1);
   double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
   int *hit = (int *)(loss + n);
   xent_rows_kernel<<<(unsigned)n, ROW_THREADS>>>(loss, hit, logits, labels, v, cuda_bad_id());
@@ -110,7 +110,7 @@ void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n
 
 void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
                    float scale) {
-  cuda_check_dims("xent_bwd", n, v, 1);
+  ops_check_dims("xent_bwd", n, v, 1);
   xent_bwd_kernel<<<(unsigned)n, ROW_THREADS>>>(dlogits, logits, labels, v, scale, cuda_bad_id());
   LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
 }

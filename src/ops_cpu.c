@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_check.h"
 #include "ops_cpu_internal.h"
 #include "util.h"
 
@@ -106,7 +107,7 @@ static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
 /* out[i] = x[i] * keep(offset + i) / (1 - p). One Philox call serves four
  * consecutive global elements, so each task regenerates at its start. */
 static void dropout_apply(float *out, const float *x, size_t n, float p, DropoutKey k) {
-  if (!(p >= 0.0f && p < 1.0f)) die("ops: dropout probability must be in [0, 1) (got %g)", p);
+  ops_check_dropout("dropout", p);
   if (p == 0.0f) {
     if (out != x) cpu_memcpy(out, x, n * sizeof *out);
     return;
@@ -140,7 +141,7 @@ static void cpu_dropout_bwd(float *dx, const float *dy, size_t n, float p, Dropo
 static void cpu_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
                                 const float *res, const float *gamma, const float *beta, int n,
                                 int c, float eps, float p, DropoutKey key) {
-  if (n < 0 || c < 0) die("ops: residual_ln_fwd: dimensions must not be negative (%d, %d)", n, c);
+  if (ops_no_work("residual_ln_fwd", n, c, 1)) return;
   size_t nc = (size_t)n * (size_t)c;
   dropout_apply(sum, y, nc, p, key);
   cpu_add(sum, sum, res, nc);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_check.h"
 #include "ops_cpu_internal.h"
 #include "util.h"
 
@@ -33,13 +34,9 @@ static void gemm_tiled(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int
   }
 }
 
-static void check_dims(const char *op, int a, int b, int c) {
-  if (a <= 0 || b <= 0 || c <= 0) die("ops: %s: dimensions must be positive (%d, %d, %d)", op, a, b, c);
-}
-
 void cpu_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                     int out) {
-  check_dims("linear_fwd", n, in, out);
+  ops_check_dims("linear_fwd", n, in, out);
   float beta = 0.0f;
   if (b) {
 #pragma omp parallel for schedule(static)
@@ -51,7 +48,7 @@ void cpu_linear_fwd(float *y, const float *x, const float *w, const float *b, in
 
 void cpu_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                     const float *w, int n, int in, int out, int accumulate_dx) {
-  check_dims("linear_bwd", n, in, out);
+  ops_check_dims("linear_bwd", n, in, out);
   if (dx)
     gemm_tiled(CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in,
                accumulate_dx ? 1.0f : 0.0f, dx, in);
@@ -111,19 +108,12 @@ static void softmax_rows(float *P, const int32_t *mask_row, int S) {
   }
 }
 
-static void check_attn(const char *op, int ld, int B, int S, int nh, int hd, float p) {
-  check_dims(op, B, S, nh);
-  if (hd <= 0 || ld < nh * hd)
-    die("ops: %s: head_dim %d and row stride %d do not fit %d heads", op, hd, ld, nh);
-  if (!(p >= 0.0f && p < 1.0f)) die("ops: %s: dropout probability must be in [0, 1) (got %g)", op, p);
-}
-
 /* Heads are independent, so they are spread over threads with one S x S
  * scratch block per thread; each head's products have fixed shapes. */
 void cpu_attn_fwd(float *ctx, float *probs, const float *q, const float *k, const float *v,
                   int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                   DropoutKey key) {
-  check_attn("attn_fwd", ld, B, S, nh, hd, p);
+  ops_check_attn("attn_fwd", ld, B, S, nh, hd, p);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
 #pragma omp parallel
@@ -154,7 +144,7 @@ void cpu_attn_fwd(float *ctx, float *probs, const float *q, const float *k, cons
 void cpu_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
                   const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                   int hd, float p, DropoutKey key) {
-  check_attn("attn_bwd", ld, B, S, nh, hd, p);
+  ops_check_attn("attn_bwd", ld, B, S, nh, hd, p);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
 #pragma omp parallel

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops_check.h"
 #include "ops_cpu_internal.h"
 #include "util.h"
 
@@ -149,7 +150,7 @@ static float row_max_lse(const float *x, int v, int *arg, double *log_sum) {
 }
 
 void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  if (n <= 0 || v <= 0) die("ops: xent_fwd: dimensions must be positive (%d, %d)", n, v);
+  ops_check_dims("xent_fwd", n, v, 1);
   check_labels("xent_fwd", labels, n, v);
   double *loss = xmalloc((size_t)n * sizeof *loss);
   int *hit = xmalloc((size_t)n * sizeof *hit);
@@ -181,7 +182,7 @@ void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n,
 
 void cpu_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
                   float scale) {
-  if (n <= 0 || v <= 0) die("ops: xent_bwd: dimensions must be positive (%d, %d)", n, v);
+  ops_check_dims("xent_bwd", n, v, 1);
   check_labels("xent_bwd", labels, n, v);
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; i++) {
