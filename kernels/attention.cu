@@ -10,59 +10,61 @@
 
 #include "ops_cuda_internal.cuh"
 
-/* One block per row of probs [B, nh, S, S] (in place): add the mask, then
+/* One warp per row of probs [B, nh, S, S] (in place): add the mask, then
  * softmax with the max taken out and the sum in double. */
-static __global__ void softmax_rows_kernel(float *P, const int32_t *mask, int S, int nh) {
-  size_t R = blockIdx.x;
+static __global__ void softmax_rows_kernel(float *P, const int32_t *mask, int S, int nh,
+                                           size_t nrows) {
+  const size_t R = warp_row();
+  if (R >= nrows) return;
+  const int lane = threadIdx.x % 32;
   float *row = P + R * S;
   const int32_t *mrow = mask ? mask + (R / S / nh) * S : NULL;
   float mx = -INFINITY;
-  for (int j = threadIdx.x; j < S; j += blockDim.x) {
+  for (int j = lane; j < S; j += 32) {
     float v = row[j];
     if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
     row[j] = v;
     mx = fmaxf(mx, v);
   }
-  mx = block_max(mx);
+  mx = warp_max(mx);
   double sum = 0.0;
-  for (int j = threadIdx.x; j < S; j += blockDim.x) {
+  for (int j = lane; j < S; j += 32) {
     float e = expf(row[j] - mx);
     row[j] = e;
     sum += e;
   }
-  float inv = (float)(1.0 / block_sum(sum));
-  for (int j = threadIdx.x; j < S; j += blockDim.x) row[j] *= inv;
+  float inv = (float)(1.0 / warp_sum(sum));
+  for (int j = lane; j < S; j += 32) row[j] *= inv;
 }
 
-/* One block per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)), in
+/* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)), in
  * place in dP. */
-static __global__ void softmax_bwd_kernel(float *dP, const float *probs, int S) {
-  size_t R = blockIdx.x;
+static __global__ void softmax_bwd_kernel(float *dP, const float *probs, int S, size_t nrows) {
+  const size_t R = warp_row();
+  if (R >= nrows) return;
+  const int lane = threadIdx.x % 32;
   const float *pr = probs + R * S;
   float *dr = dP + R * S;
   double dot = 0.0;
-  for (int j = threadIdx.x; j < S; j += blockDim.x) dot += (double)pr[j] * dr[j];
-  float fdot = (float)block_sum(dot);
-  for (int j = threadIdx.x; j < S; j += blockDim.x) dr[j] = pr[j] * (dr[j] - fdot);
+  for (int j = lane; j < S; j += 32) dot += (double)pr[j] * dr[j];
+  float fdot = (float)warp_sum(dot);
+  for (int j = lane; j < S; j += 32) dr[j] = pr[j] * (dr[j] - fdot);
 }
 
-/* ops_check_attn, and one block per row must fit the grid. */
-static void check_attn(const char *op, int ld, int B, int S, int nh, int hd, float p) {
-  ops_check_attn(op, ld, B, S, nh, hd, p);
-  if ((size_t)B * nh * S > 0x7fffffffu) die("ops: %s: too many rows (B=%d nh=%d S=%d)", op, B, nh, S);
-}
 
 void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, const float *v,
                    int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                    DropoutKey key) {
-  check_attn("attn_fwd", ld, B, S, nh, hd, p);
+  ops_check_attn("attn_fwd", ld, B, S, nh, hd, p);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
   const size_t all = (size_t)B * nh * SS;
   gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Mat{q, ld, sQ, hd},
                Mat{k, ld, sQ, hd}, 0.0f, Mat{probs, S, sP, SS}, B, nh);
-  softmax_rows_kernel<<<(unsigned)((size_t)B * nh * S), ROW_THREADS>>>(probs, mask, S, nh);
+  const size_t rows = (size_t)B * nh * S;
+  softmax_rows_kernel<<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(probs, mask, S, nh,
+                                                                             rows);
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
   const float *P = probs;
   if (p > 0.0f) {
@@ -80,7 +82,7 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
 void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key) {
-  check_attn("attn_bwd", ld, B, S, nh, hd, p);
+  ops_check_attn("attn_bwd", ld, B, S, nh, hd, p);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
@@ -99,7 +101,8 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, Mat{v, ld, sQ, hd}, 0.0f,
                Mat{dP, S, sP, SS}, B, nh);
   if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
-  softmax_bwd_kernel<<<(unsigned)((size_t)B * nh * S), ROW_THREADS>>>(dP, probs, S);
+  const size_t rows = (size_t)B * nh * S;
+  softmax_bwd_kernel<<<warp_rows_grid("attn_bwd softmax", rows), THREADS>>>(dP, probs, S, rows);
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
   const Mat dPm = mat_bf16("attn_bwd dscores", 2, Mat{dP, S, sP, SS}, S, S, B, nh);
   gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, Mat{k, ld, sQ, hd}, 0.0f,

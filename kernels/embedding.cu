@@ -3,50 +3,65 @@
  * which walks all source rows in order and adds those that land on it.
  * Threads are (column j, slice s): slice s owns the destination rows r with
  * r % SCATTER_SLICES == s, so a warp (one slice, 32 columns) shares every
- * branch and the adds are coalesced. */
+ * branch and the adds are coalesced. Many slices give many blocks, and
+ * few rows per slice, so that a slice's hits are mostly runs on one row. */
 #include <limits.h>
 
 #include "ops_cuda_internal.cuh"
 
-#define SCATTER_SLICES 32
+#define SCATTER_SLICES 128u
 
+/* One warp per token (row of out), lanes over the H columns. */
 static __global__ void embed_fwd_kernel(float *out, const int32_t *word_ids,
                                         const int32_t *type_ids, const float *wte,
                                         const float *wpe, const float *wtt, size_t n, int S,
                                         int H, int vocab, int ntypes, BadId *bad) {
-  GRID_STRIDE(i, n * (size_t)H) {
-    size_t t = i / (size_t)H;
-    int j = (int)(i % (size_t)H);
-    int w = word_ids[t], ty = type_ids ? type_ids[t] : 0;
-    if (w < 0 || w >= vocab) {
-      report_bad_id(bad, BAD_EMBED_WORD, w, vocab, (long long)t);
-      out[i] = 0.0f;
-      continue;
+  const size_t t = warp_row();
+  if (t >= n) return;
+  const int lane = threadIdx.x % 32;
+  float *o = out + t * H;
+  int w = word_ids[t], ty = type_ids ? type_ids[t] : 0;
+  bool bad_w = w < 0 || w >= vocab, bad_ty = ty < 0 || ty >= ntypes;
+  if (bad_w || bad_ty) {
+    if (lane == 0) {
+      if (bad_w) report_bad_id(bad, BAD_EMBED_WORD, w, vocab, (long long)t);
+      else report_bad_id(bad, BAD_EMBED_TYPE, ty, ntypes, (long long)t);
     }
-    if (ty < 0 || ty >= ntypes) {
-      report_bad_id(bad, BAD_EMBED_TYPE, ty, ntypes, (long long)t);
-      out[i] = 0.0f;
-      continue;
-    }
-    out[i] = (wte[(size_t)w * H + j] + wtt[(size_t)ty * H + j]) + wpe[(t % (size_t)S) * H + j];
+    for (int j = lane; j < H; j += 32) o[j] = 0.0f;
+    return;
   }
+  const float *we = wte + (size_t)w * H, *te = wtt + (size_t)ty * H,
+              *pe = wpe + (t % (size_t)S) * H;
+  for (int j = lane; j < H; j += 32) o[j] = (we[j] + te[j]) + pe[j];
 }
 
 /* dst[idx[t]] += src[t] for t = 0..n-1 in order (idx NULL: all row 0).
- * Rows outside [0, rows) are skipped and, when bad_op is set, reported. */
+ * Rows outside [0, rows) are skipped and, when bad_op is set, reported.
+ * A run of hits on one row (frequent ids such as [MASK], or a two-row type
+ * table) adds in a register and is stored once: the same adds in the same
+ * order as adding into dst each time, without a memory round trip each. */
 static __global__ void scatter_rows_kernel(float *dst, const float *src, const int32_t *idx,
                                            int n, int c, int rows, int bad_op, BadId *bad) {
   int j = blockIdx.x * blockDim.x + threadIdx.x;
-  int slice = blockIdx.y;
+  unsigned slice = blockIdx.y;
   if (j >= c) return;
+  int cur = -1;
+  float acc = 0.0f;
   for (int t = 0; t < n; t++) {
     int r = idx ? idx[t] : 0;
     if (r < 0 || r >= rows) {
       if (bad_op && slice == 0 && j == 0) report_bad_id(bad, bad_op, r, rows, t);
       continue;
     }
-    if (r % SCATTER_SLICES == slice) dst[(size_t)r * c + j] += src[(size_t)t * c + j];
+    if ((unsigned)r % SCATTER_SLICES != slice) continue;
+    if (r != cur) {
+      if (cur >= 0) dst[(size_t)cur * c + j] = acc;
+      cur = r;
+      acc = dst[(size_t)r * c + j];
+    }
+    acc += src[(size_t)t * c + j];
   }
+  if (cur >= 0) dst[(size_t)cur * c + j] = acc;
 }
 
 static void scatter_rows(const char *what, float *dst, const float *src, const int32_t *idx,
@@ -66,18 +81,21 @@ static __global__ void embed_pos_bwd_kernel(float *dwpe, const float *dout, int 
   }
 }
 
+/* One warp per gathered row. */
 static __global__ void gather_fwd_kernel(float *out, const float *x, const int32_t *idx, int n,
                                          int rows, int c, BadId *bad) {
-  GRID_STRIDE(i, (size_t)n * c) {
-    size_t row = i / (size_t)c, j = i % (size_t)c;
-    int r = idx[row];
-    if (r < 0 || r >= rows) {
-      report_bad_id(bad, BAD_GATHER_FWD, r, rows, (long long)row);
-      out[i] = 0.0f;
-      continue;
-    }
-    out[i] = x[(size_t)r * c + j];
+  const size_t i = warp_row();
+  if (i >= (size_t)n) return;
+  const int lane = threadIdx.x % 32;
+  float *o = out + i * c;
+  int r = idx[i];
+  if (r < 0 || r >= rows) {
+    if (lane == 0) report_bad_id(bad, BAD_GATHER_FWD, r, rows, (long long)i);
+    for (int j = lane; j < c; j += 32) o[j] = 0.0f;
+    return;
   }
+  const float *xr = x + (size_t)r * c;
+  for (int j = lane; j < c; j += 32) o[j] = xr[j];
 }
 
 void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
@@ -85,7 +103,7 @@ void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids
                     int vocab, int ntypes) {
   if (ops_no_work("embed_fwd", B, S, H)) return;
   size_t n = (size_t)B * S;
-  embed_fwd_kernel<<<grid_for(n * H, THREADS), THREADS>>>(out, word_ids, type_ids, wte, wpe, wtt,
+  embed_fwd_kernel<<<warp_rows_grid("embed_fwd", n), THREADS>>>(out, word_ids, type_ids, wte, wpe, wtt,
                                                           n, S, H, vocab, ntypes, cuda_bad_id());
   LAUNCH_CHECK("embed_fwd (B=%d S=%d H=%d vocab=%d)", B, S, H, vocab);
 }
@@ -107,7 +125,7 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
 
 void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c) {
   if (ops_no_work("gather_fwd", n, c, 1)) return;
-  gather_fwd_kernel<<<grid_for((size_t)n * c, THREADS), THREADS>>>(out, x, idx, n, rows, c,
+  gather_fwd_kernel<<<warp_rows_grid("gather_fwd", (size_t)n), THREADS>>>(out, x, idx, n, rows, c,
                                                                     cuda_bad_id());
   LAUNCH_CHECK("gather_fwd (n=%d rows=%d c=%d)", n, rows, c);
 }

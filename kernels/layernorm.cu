@@ -1,22 +1,23 @@
-/* LayerNorm over the last dimension. Row statistics: one block per row
- * with fixed-shape block sums in double (as the CPU backend sums in double).
+/* LayerNorm over the last dimension. Row statistics: one warp per row
+ * with fixed-shape warp sums in double (as the CPU backend sums in double).
  * dgamma / dbeta: column sums over fixed row chunks, then the chunk
  * partials in order. */
 #include "ops_cuda_internal.cuh"
 
-/* LayerNorm of row r (xr) into o, with its mean and rstd; every thread of
- * the block calls it. */
+/* LayerNorm of row r (xr) into o, with its mean and rstd; every lane of
+ * the row's warp calls it. */
 __device__ static void layernorm_row(float *o, float *mean, float *rstd, const float *xr,
                                      const float *gamma, const float *beta, int c, float eps,
                                      size_t r) {
+  const int lane = threadIdx.x % 32;
   double s = 0.0;
-  for (int j = threadIdx.x; j < c; j += blockDim.x) s += xr[j];
-  double mu = block_sum(s) / c, ss = 0.0;
-  for (int j = threadIdx.x; j < c; j += blockDim.x) ss += (xr[j] - mu) * (xr[j] - mu);
-  ss = block_sum(ss);
+  for (int j = lane; j < c; j += 32) s += xr[j];
+  double mu = warp_sum(s) / c, ss = 0.0;
+  for (int j = lane; j < c; j += 32) ss += (xr[j] - mu) * (xr[j] - mu);
+  ss = warp_sum(ss);
   float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
-  for (int j = threadIdx.x; j < c; j += blockDim.x) o[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
-  if (threadIdx.x == 0) {
+  for (int j = lane; j < c; j += 32) o[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
+  if (lane == 0) {
     mean[r] = m;
     rstd[r] = rs;
   }
@@ -24,21 +25,23 @@ __device__ static void layernorm_row(float *o, float *mean, float *rstd, const f
 
 static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x,
                                             const float *gamma, const float *beta, int c,
-                                            float eps) {
-  size_t r = blockIdx.x;
+                                            float eps, size_t n) {
+  const size_t r = warp_row();
+  if (r >= n) return;
   layernorm_row(out + r * c, mean, rstd, x + r * c, gamma, beta, c, eps, r);
 }
 
-/* One block per row: sum = dropout(y) + res, then its LayerNorm. The
+/* One warp per row: sum = dropout(y) + res, then its LayerNorm. The
  * product and the add are rounded one at a time (no FMA), as the CPU's
  * separate passes round them. Each thread reads back only the elements of
  * sum it wrote, so sum may be y. */
 static __global__ void residual_ln_kernel(float *out, float *sum, float *mean, float *rstd,
                                           const float *y, const float *res, const float *gamma,
                                           const float *beta, int c, float eps, float p, float s,
-                                          DropoutKey k) {
-  size_t r = blockIdx.x, base = r * c;
-  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+                                          DropoutKey k, size_t n) {
+  const size_t r = warp_row(), base = r * c;
+  if (r >= n) return;
+  for (int j = threadIdx.x % 32; j < c; j += 32) {
     float v = y[base + j];
     if (p > 0.0f)
       v = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + base + j, p) ? __fmul_rn(v, s)
@@ -91,19 +94,21 @@ struct BranchDropout {
 
 static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
                                     const float *mean, const float *rstd, const float *gamma,
-                                    int c, BranchDropout bd) {
-  size_t r = blockIdx.x;
+                                    int c, BranchDropout bd, size_t n) {
+  const size_t r = warp_row();
+  if (r >= n) return;
+  const int lane = threadIdx.x % 32;
   const float *xr = x + r * c, *dr = dy + r * c;
   float *o = dx + r * c;
   float m = mean[r], rs = rstd[r];
   double s1 = 0.0, s2 = 0.0;
-  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+  for (int j = lane; j < c; j += 32) {
     float g = dr[j] * gamma[j];
     s1 += g;
     s2 += g * ((xr[j] - m) * rs);
   }
-  float a = (float)(block_sum(s1) / c), b = (float)(block_sum(s2) / c);
-  for (int j = threadIdx.x; j < c; j += blockDim.x) {
+  float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
+  for (int j = lane; j < c; j += 32) {
     float g = dr[j] * gamma[j], d = rs * (g - a - ((xr[j] - m) * rs) * b);
     o[j] = d;
     if (!bd.dbranch) continue;
@@ -117,7 +122,8 @@ static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, int n, int c, float eps) {
   if (ops_no_work("layernorm_fwd", n, c, 1)) return;
-  layernorm_fwd_kernel<<<(unsigned)n, ROW_THREADS>>>(out, mean, rstd, x, gamma, beta, c, eps);
+  layernorm_fwd_kernel<<<warp_rows_grid("layernorm_fwd", (size_t)n), THREADS>>>(
+      out, mean, rstd, x, gamma, beta, c, eps, (size_t)n);
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
 }
 
@@ -127,8 +133,8 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
   ops_check_dropout("residual_ln_fwd", p);
   if (ops_no_work("residual_ln_fwd", n, c, 1)) return;
   const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-  residual_ln_kernel<<<(unsigned)n, ROW_THREADS>>>(out, sum, mean, rstd, y, res, gamma, beta, c,
-                                                   eps, p, s, key);
+  residual_ln_kernel<<<warp_rows_grid("residual_ln_fwd", (size_t)n), THREADS>>>(
+      out, sum, mean, rstd, y, res, gamma, beta, c, eps, p, s, key, (size_t)n);
   LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
 
@@ -150,7 +156,8 @@ static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *
                                                                               pb, nchunks, c);
     LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
   }
-  ln_dx_kernel<<<(unsigned)n, ROW_THREADS>>>(dx, dy, x, mean, rstd, gamma, c, bd);
+  ln_dx_kernel<<<warp_rows_grid(op, (size_t)n), THREADS>>>(dx, dy, x, mean, rstd, gamma, c, bd,
+                                                           (size_t)n);
   LAUNCH_CHECK("%s dx (n=%d c=%d)", op, n, c);
 }
 

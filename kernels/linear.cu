@@ -31,26 +31,55 @@ static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
   return buf[which];
 }
 
-/* dst[i][r][c] = bf16(src[(i / nh) sb + (i % nh) sh + r ld + c]) for the
- * count = nb nh matrices of a two-level batch, packed. */
-static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int rows, int cols,
-                                      int ld, long long sb, long long sh, int nh, int count) {
-  size_t per = (size_t)rows * cols;
-  GRID_STRIDE(i, per * count) {
-    size_t m = i / per, rc = i % per, r = rc / cols, c = rc % cols;
-    size_t off = (m / nh) * (size_t)sb + (m % nh) * (size_t)sh;
-    dst[i] = __float2bfloat16(src[off + r * (size_t)ld + c]);
+/* Four bf16 values, stored with one 8-byte write. */
+struct alignas(8) Bf16x4 {
+  __nv_bfloat16 v[4];
+};
+
+/* dst[i] = bf16(src[i]) for a contiguous run of n floats: four per thread
+ * (src 16-byte and dst 8-byte aligned), the tail by block 0. */
+static __global__ void to_bf16_flat_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+  const size_t quads = n / 4;
+  GRID_STRIDE(q, quads) {
+    float4 f = reinterpret_cast<const float4 *>(src)[q];
+    Bf16x4 b = {{__float2bfloat16(f.x), __float2bfloat16(f.y), __float2bfloat16(f.z),
+                 __float2bfloat16(f.w)}};
+    reinterpret_cast<Bf16x4 *>(dst)[q] = b;
   }
+  if (blockIdx.x == 0 && quads * 4 + threadIdx.x < n)
+    dst[quads * 4 + threadIdx.x] = __float2bfloat16(src[quads * 4 + threadIdx.x]);
+}
+
+/* Strided batches: one warp per line (row r of matrix i), so the index
+ * arithmetic is done once per row, not per element. dst line l = i rows +
+ * r is bf16(src[(i / nh) sb + (i % nh) sh + r ld + c]), packed. */
+static __global__ void to_bf16_lines_kernel(__nv_bfloat16 *dst, const float *src, int rows,
+                                            int cols, int ld, long long sb, long long sh, int nh,
+                                            size_t lines) {
+  const size_t line = warp_row();
+  if (line >= lines) return;
+  const size_t m = line / (size_t)rows, r = line % (size_t)rows;
+  const float *s = src + (m / nh) * (size_t)sb + (m % nh) * (size_t)sh + r * (size_t)ld;
+  __nv_bfloat16 *d = dst + line * (size_t)cols;
+  for (int c = threadIdx.x % 32; c < cols; c += 32) d[c] = __float2bfloat16(s[c]);
 }
 
 /* The row-major rows x cols matrices of X (two-level batch, nb x nh)
  * packed as bf16 into buffer which. */
 static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int rows, int cols,
                                         int nb, int nh) {
-  size_t count = (size_t)nb * nh, total = (size_t)rows * cols * count;
+  size_t count = (size_t)nb * nh, per = (size_t)rows * cols, total = per * count;
   __nv_bfloat16 *dst = bf16_buffer(which, total);
-  to_bf16_kernel<<<grid_for(total, THREADS), THREADS>>>(dst, X.p, rows, cols, X.ld, X.sb, X.sh,
-                                                        nh, (int)count);
+  /* already packed in fp32 (every linear operand): one flat pass */
+  bool packed = X.ld == cols && (count == 1 || ((size_t)X.sh == per && (size_t)X.sb == per * nh));
+  if (packed && (uintptr_t)X.p % 16 == 0) {
+    to_bf16_flat_kernel<<<grid_for(ceil_div(total, 4), THREADS), THREADS>>>(dst, X.p, total);
+    LAUNCH_CHECK("%s to bf16 (%zu elements)", what, total);
+    return dst;
+  }
+  size_t lines = (size_t)rows * count;
+  to_bf16_lines_kernel<<<warp_rows_grid(what, lines), THREADS>>>(
+      dst, X.p, rows, cols, X.ld, X.sb, X.sh, nh, lines);
   LAUNCH_CHECK("%s to bf16 (rows=%d cols=%d ld=%d batch=%d x %d)", what, rows, cols, X.ld, nb, nh);
   return dst;
 }

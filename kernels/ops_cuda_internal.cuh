@@ -22,9 +22,11 @@ extern "C" {
 #include "ops_check.h"
 }
 
-/* Threads per block: elementwise and column kernels use THREADS, kernels
- * with one block per row use ROW_THREADS. Both are multiples of 32 and
- * fixed, so every block reduction has one fixed shape. */
+/* Threads per block: elementwise and column kernels, and kernels with one
+ * warp per row (rows of up to a few thousand: LayerNorm, softmax, gathers),
+ * use THREADS; kernels with one block per row (the vocabulary-wide rows of
+ * the cross-entropy) use ROW_THREADS. Both are multiples of 32 and fixed,
+ * so every block and warp reduction has one fixed shape. */
 #define THREADS 256
 #define ROW_THREADS 128
 /* Column sums (bias, gamma/beta) take ROW_CHUNK rows per block, then add the
@@ -94,6 +96,31 @@ __device__ inline double block_sum(double v) {
   double s = 0.0;
   for (unsigned w = 0; w < blockDim.x >> 5; w++) s += part[w];
   return s;
+}
+
+/* Warp-wide sum and maximum: every lane gets the same value (each butterfly
+ * step adds the same two values in every lane), so they are deterministic.
+ * All 32 lanes must call them. */
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* Blocks of THREADS threads for kernels with one warp per row. */
+static inline unsigned warp_rows_grid(const char *op, size_t rows) {
+  size_t blocks = ceil_div(rows, THREADS / 32);
+  if (blocks > 0x7fffffffu) die("ops: %s: %zu rows are too many", op, rows);
+  return (unsigned)blocks;
+}
+
+/* This thread's row in a kernel with one warp per row. */
+__device__ inline size_t warp_row(void) {
+  return (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
 }
 
 __device__ inline float block_max(float v) {

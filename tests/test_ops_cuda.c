@@ -290,6 +290,27 @@ static void test_gather(void) {
   free(idx), free(x), free(dout), free(dx0);
 }
 
+/* gather_bwd (the embedding backward's scatter too) with many hits on a few
+ * rows that share a GPU slice (rows 128 apart), in runs and interleaved:
+ * the runs kept in a register must add in the same order as the CPU. */
+static void test_scatter_runs(void) {
+  const int rows = 3 * 128 + 20, n = 300;
+  const int32_t pick[6] = {5, 133, 261, 389, 6, 5};
+  int32_t *idx = xmalloc(n * sizeof *idx);
+  for (int i = 0; i < n; i++) idx[i] = i % 7 < 4 ? 5 : pick[rng_below(&R, 6)];
+  float *dout = rnd((size_t)n * H, -1, 1), *dx0 = rnd((size_t)rows * H, -1, 1);
+  float *dx[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *ddx = put(o, dx0, (size_t)rows * H);
+    o->gather_bwd(ddx, put(o, dout, (size_t)n * H), put_ids(o, idx, n), n, rows, H);
+    dx[k] = get(o, ddx, (size_t)rows * H);
+    release(o);
+  }
+  compare("gather_bwd/runs", "dx", dx, (size_t)rows * H, TOL_EXACT);
+  free(idx), free(dout), free(dx0);
+}
+
 /* ---- layernorm ---- */
 
 static void test_layernorm(int n, int c) {
@@ -701,6 +722,7 @@ int main(void) {
   g_tol_override = TOL_BF16;
   g_mode = "/bf16";
   test_linear_fwd(NTOK, H, 3 * H, 1);
+  test_linear_fwd(NTOK, 37, 5, 1); /* conversions with a tail of 1 to 3 */
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
   test_attention(B, S, 1);
@@ -714,6 +736,7 @@ int main(void) {
   test_embed(1);
   test_embed(0);
   test_gather();
+  test_scatter_runs();
   test_layernorm(NTOK, H);
   test_layernorm(7, 300); /* rows longer than a block */
   test_residual_ln(NTOK, H, 0.1f);
