@@ -33,11 +33,21 @@ typedef struct LtDescs {
   cublasLtMatmulAlgo_t algo;
   /* the shape: what makes two products the same to cuBLASLt */
   int epilogue, ta, tb, m, n, k, lda, ldb, ldd, bf16, tf32;
+  uint32_t align_a, align_b, align_d, align_bias;
 } LtDescs;
 
 #define LT_CACHE 64
 static LtDescs g_cache[LT_CACHE];
 static int g_cached;
+
+/* The alignment of p in bytes, up to 256. cuBLASLt's heuristic assumes 256
+ * unless told otherwise, and an algorithm picked on that assumption may
+ * fault on a matrix that starts inside a buffer (a view of a weight or an
+ * activation), so every product states its pointers' alignment. */
+static uint32_t align_of(const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  return a == 0 || (a & 255) == 0 ? 256u : (uint32_t)(a & (~a + 1));
+}
 
 static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, const void *v,
                    size_t bytes, cublasLtMatmulDesc_t op) {
@@ -48,6 +58,8 @@ static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, cons
 static void lt_describe(const LtProduct *p, LtDescs *d) {
   d->epilogue = p->epilogue, d->ta = p->ta, d->tb = p->tb, d->m = p->m, d->n = p->n, d->k = p->k;
   d->lda = p->lda, d->ldb = p->ldb, d->ldd = p->ldd, d->bf16 = p->bf16, d->tf32 = cuda_tf32();
+  d->align_a = align_of(p->A), d->align_b = align_of(p->B), d->align_d = align_of(p->D);
+  d->align_bias = align_of(p->bias);
   cublasComputeType_t compute =
       cuda_tf32() && !p->bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, compute, CUDA_R_32F), "%s cublasLtMatmulDescCreate",
@@ -57,8 +69,8 @@ static void lt_describe(const LtProduct *p, LtDescs *d) {
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi, d->op);
-  /* the heuristic reads the bias pointer's alignment: every call's bias
-   * (cudaMalloc'd tensors at PARAM_ALIGN floats) is aligned alike */
+  /* the heuristic reads the bias pointer's alignment, which is part of the
+   * shape (align_bias) */
   const void *bias = p->bias;
   lt_set(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias, d->op);
   cudaDataType in = p->bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -73,6 +85,13 @@ static void lt_describe(const LtProduct *p, LtDescs *d) {
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                     &ws, sizeof ws),
                "%s cublasLtMatmulPreferenceSetAttribute", p->what);
+  const uint32_t align[4] = {d->align_a, d->align_b, d->align_d, d->align_d}; /* C is D */
+  for (int i = 0; i < 4; i++)
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+                     d->pref,
+                     (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i),
+                     &align[i], sizeof align[i]),
+                 "%s cublasLtMatmulPreferenceSetAttribute (alignment of %c)", p->what, "ABCD"[i]);
 }
 
 static void lt_free(LtDescs *d) {
@@ -86,7 +105,9 @@ static void lt_free(LtDescs *d) {
 static int same_shape(const LtDescs *d, const LtProduct *p) {
   return d->epilogue == p->epilogue && d->ta == p->ta && d->tb == p->tb && d->m == p->m &&
          d->n == p->n && d->k == p->k && d->lda == p->lda && d->ldb == p->ldb &&
-         d->ldd == p->ldd && d->bf16 == p->bf16 && d->tf32 == cuda_tf32();
+         d->ldd == p->ldd && d->bf16 == p->bf16 && d->tf32 == cuda_tf32() &&
+         d->align_a == align_of(p->A) && d->align_b == align_of(p->B) &&
+         d->align_d == align_of(p->D) && d->align_bias == align_of(p->bias);
 }
 
 /* The cached descriptors for p's shape, made (with the heuristic's pick)
@@ -122,6 +143,8 @@ int lt_matmul(const LtProduct *p) {
   static int refused[2]; /* per epilogue kind: once refused, not asked again */
   int kind = p->epilogue == LT_BIAS ? 0 : 1;
   if (refused[kind]) return 0;
+  /* the epilogues read or write the bias vector 16 bytes at a time */
+  if ((uintptr_t)p->bias % 16 != 0) return 0;
   LtDescs *d = lt_shape(p);
   if (!d) {
     refused[kind] = 1;

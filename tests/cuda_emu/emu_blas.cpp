@@ -243,9 +243,29 @@ struct EmuLtLayout {
 };
 struct EmuLtPref {
   size_t workspace;
+  uint32_t align[4]; /* A, B, C, D: the alignment the algorithm may assume */
 };
 
 namespace {
+
+/* The pointers are as aligned as the algorithm assumes (its preference's
+ * alignments, kept in algo data[0..3]), and the bias 16 bytes; a mismatch
+ * is reported, since on a GPU it may fault instead. */
+bool lt_aligned(const cublasLtMatmulAlgo_t *algo, const void *A, const void *B, const void *C,
+                const void *D, const void *bias) {
+  const void *p[4] = {A, B, C, D};
+  for (int i = 0; i < 4; i++)
+    if ((uintptr_t)p[i] % algo->data[i] != 0) {
+      fprintf(stderr, "cuda emulator: cublasLtMatmul: matrix %c at %p is not %u-byte aligned, "
+              "as its algorithm assumes\n", "ABCD"[i], p[i], (unsigned)algo->data[i]);
+      return false;
+    }
+  if (bias && (uintptr_t)bias % 16 != 0) {
+    fprintf(stderr, "cuda emulator: cublasLtMatmul: bias at %p is not 16-byte aligned\n", bias);
+    return false;
+  }
+  return true;
+}
 
 /* The layouts fit m, n, k and the transposes, C and D alike, and the
  * epilogue is one the emulator knows. */
@@ -335,7 +355,7 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
 }
 
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
-  *p = new EmuLtPref{0};
+  *p = new EmuLtPref{0, {256, 256, 256, 256}};
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -347,9 +367,14 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
 cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
                                                     cublasLtMatmulPreferenceAttributes_t attr,
                                                     const void *buf, size_t bytes) {
-  if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || bytes != sizeof(size_t))
-    return CUBLAS_STATUS_INVALID_VALUE;
-  memcpy(&p->workspace, buf, bytes);
+  if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) {
+    if (bytes != sizeof(size_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(&p->workspace, buf, bytes);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  int which = (int)attr - (int)CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES;
+  if (which < 0 || which > 3 || bytes != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+  memcpy(&p->align[which], buf, bytes);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -365,6 +390,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
   const char *refuse = getenv("BERTRAIN_EMU_LT");
   if (refuse && strcmp(refuse, "refuse") == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   memset(&results[0], 0, sizeof results[0]);
+  for (int i = 0; i < 4; i++) results[0].algo.data[i] = pref->align[i];
   results[0].state = CUBLAS_STATUS_SUCCESS;
   results[0].wavesCount = 1.0f;
   *found = 1;
@@ -378,6 +404,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
                               const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
   emu_count_gemm();
   if (!h || !algo || !lt_consistent(op, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_aligned(algo, A, B, C, D, op->bias)) return CUBLAS_STATUS_INVALID_VALUE;
   int m = (int)d->rows, n = (int)d->cols, k = (int)(op->ta == CUBLAS_OP_N ? a->cols : a->rows);
   if (C != D) { /* D starts as C, then the product goes on top (beta) */
     Operand Co = {C, CUDA_R_32F, m, n, (int)c->ld, 0};

@@ -2,7 +2,10 @@
  * bias or bias-gradient epilogue, its descriptors and the heuristic query.
  * With BERTRAIN_EMU_LT=refuse in the environment the heuristic finds no
  * algorithm, as cuBLASLt does for cases it cannot run, so the callers'
- * fallbacks get tested too. */
+ * fallbacks get tested too. As in cuBLASLt, an algorithm assumes the
+ * pointer alignments the preference gives (256 bytes unless set), and the
+ * bias of an epilogue must be 16-byte aligned; the matmul fails when a
+ * pointer is less aligned, where a GPU may fault. */
 #ifndef EMU_CUBLASLT_H
 #define EMU_CUBLASLT_H
 
@@ -46,7 +49,13 @@ typedef enum {
   CUBLASLT_EPILOGUE_BGRADB = 512,
 } cublasLtEpilogue_t;
 
-typedef enum { CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1 } cublasLtMatmulPreferenceAttributes_t;
+typedef enum {
+  CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
+} cublasLtMatmulPreferenceAttributes_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h);
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t h);
