@@ -56,12 +56,14 @@ static __global__ void dropout_kernel(float *out, const float *x, size_t n, floa
 
 void cuda_add(float *out, const float *a, const float *b, size_t n) {
   if (!n) return;
+  shadow_written(out, n * sizeof *out);
   add_kernel<<<grid_for(n, THREADS), THREADS>>>(out, a, b, n);
   LAUNCH_CHECK("add (n=%zu)", n);
 }
 
 void cuda_scale(float *x, size_t n, float s) {
   if (!n) return;
+  shadow_written(x, n * sizeof *x);
   scale_kernel<<<grid_for(n, THREADS), THREADS>>>(x, n, s);
   LAUNCH_CHECK("scale (n=%zu)", n);
 }

@@ -103,14 +103,15 @@ static const __nv_bfloat16 *operand_bf16(const char *what, int which, Mat X, int
   return (const __nv_bfloat16 *)X.p16;
 }
 
+/* a16, b16: A or B already packed as bf16 (then not read), or NULL. */
 static void gemm_bf16(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
                       const float *A, const __nv_bfloat16 *a16, int lda, long long sA,
-                      const float *B, int ldb, long long sB, float beta, float *C, int ldc,
-                      long long sC, int batch) {
+                      const float *B, const __nv_bfloat16 *b16, int ldb, long long sB,
+                      float beta, float *C, int ldc, long long sC, int batch) {
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   const __nv_bfloat16 *a = a16 ? a16 : packed_bf16(what, 0, Mat{A, lda, sA, 0}, ar, ac, batch, 1);
-  const __nv_bfloat16 *b = packed_bf16(what, 1, Mat{B, ldb, sB, 0}, br, bc, batch, 1);
+  const __nv_bfloat16 *b = b16 ? b16 : packed_bf16(what, 1, Mat{B, ldb, sB, 0}, br, bc, batch, 1);
   GEMM_CHECK(cublasGemmStridedBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, b, CUDA_R_16BF, bc,
                                           (long long)br * bc, a, CUDA_R_16BF, ac,
                                           (long long)ar * ac, &beta, C, CUDA_R_32F, ldc, sC,
@@ -123,7 +124,8 @@ void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alph
              const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
              float beta, float *C, int ldc, long long sC, int batch) {
   if (g_bf16) {
-    gemm_bf16(what, ta, tb, m, n, k, alpha, A, NULL, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch);
+    gemm_bf16(what, ta, tb, m, n, k, alpha, A, NULL, lda, sA, B, NULL, ldb, sB, beta, C, ldc, sC,
+              batch);
     return;
   }
   cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -157,22 +159,51 @@ static __global__ void grid_ptrs_kernel(const void **out, PtrSpec a, PtrSpec b, 
   }
 }
 
-/* Device arrays of the A, B and C pointers of count products (a buffer
- * reused by every call, in stream order). */
+/* Pointer arrays already on the device, by what they were made from: the
+ * model's buffers never move, so a training step finds all of its arrays
+ * here (6 per layer) and builds none. An array is a function of its key
+ * alone, so an entry is never stale; a full cache rebuilds its oldest
+ * entry in place (stream order keeps that after the products reading it). */
+#define PTR_CACHE 256
+
+struct PtrEntry {
+  PtrSpec a, b, c;
+  int nh, count;
+  const void **buf;
+};
+
+static bool same_spec(const PtrSpec &x, const PtrSpec &y) {
+  return x.base == y.base && x.sb == y.sb && x.sh == y.sh && x.elem_bytes == y.elem_bytes;
+}
+
+/* Device arrays of the A, B and C pointers of count products. */
 static const void **grid_ptrs(const char *what, PtrSpec a, PtrSpec b, PtrSpec c, int nh,
                               int count) {
-  static const void **buf;
-  static size_t cap;
-  size_t need = 3 * (size_t)count;
-  if (need > cap) {
-    CUDA_CHECK(cudaDeviceSynchronize(), "%s pointer arrays (%d products)", what, count);
-    dev_free((void *)buf, "gemm pointer arrays");
-    buf = (const void **)dev_alloc(need * sizeof *buf, "gemm pointer arrays");
-    cap = need;
+  static PtrEntry cache[PTR_CACHE];
+  static int used, oldest;
+  for (int i = 0; i < used; i++) {
+    const PtrEntry &e = cache[i];
+    if (e.nh == nh && e.count == count && same_spec(e.a, a) && same_spec(e.b, b) &&
+        same_spec(e.c, c))
+      return e.buf;
   }
-  grid_ptrs_kernel<<<grid_for((size_t)count, THREADS), THREADS>>>(buf, a, b, c, nh, count);
+  PtrEntry *e;
+  if (used < PTR_CACHE) {
+    e = &cache[used++];
+    e->buf = (const void **)dev_alloc(3 * (size_t)count * sizeof *e->buf, "gemm pointer arrays");
+  } else {
+    e = &cache[oldest];
+    oldest = (oldest + 1) % PTR_CACHE;
+    if (e->count < count) {
+      CUDA_CHECK(cudaDeviceSynchronize(), "%s pointer arrays (%d products)", what, count);
+      dev_free((void *)e->buf, "gemm pointer arrays");
+      e->buf = (const void **)dev_alloc(3 * (size_t)count * sizeof *e->buf, "gemm pointer arrays");
+    }
+  }
+  e->a = a, e->b = b, e->c = c, e->nh = nh, e->count = count;
+  grid_ptrs_kernel<<<grid_for((size_t)count, THREADS), THREADS>>>(e->buf, a, b, c, nh, count);
   LAUNCH_CHECK("%s pointer arrays (%d products)", what, count);
-  return buf;
+  return e->buf;
 }
 
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
@@ -244,6 +275,15 @@ static void colsum_acc(const char *what, float *acc, const float *x, int rows, i
   LAUNCH_CHECK("%s colsum_finish (rows=%d c=%d)", what, rows, c);
 }
 
+/* The weight w [out, in] as bf16 for a product: its part of the
+ * parameters' bf16 copy (weights_bf16.cu), else converted now into buffer
+ * which (that of the operand it is). */
+static const __nv_bfloat16 *weight_bf16(const char *what, int which, const float *w, int out,
+                                        int in) {
+  const __nv_bfloat16 *w16 = shadow_of(w, (size_t)out * in);
+  return w16 ? w16 : packed_bf16(what, which, Mat{w, in, 0, 0}, out, in, 1, 1);
+}
+
 /* y = x W^T + b with the bias added by the product (cuBLASLt); 0 when
  * cuBLASLt refuses. Column-major: y^T [out, n] = W [out, in] x^T. */
 static int linear_fwd_lt(float *y, const float *x, const float *w, const float *b, int n, int in,
@@ -251,7 +291,7 @@ static int linear_fwd_lt(float *y, const float *x, const float *w, const float *
   LtProduct p = {"linear_fwd", true, false, out, n, in, w, in, x, in, false, 0.0f, y, out,
                  LT_BIAS, (float *)b};
   if (g_bf16) {
-    p.A = packed_bf16("linear_fwd", 0, Mat{w, in, 0, 0}, out, in, 1, 1);
+    p.A = weight_bf16("linear_fwd", 0, w, out, in);
     p.B = packed_bf16("linear_fwd", 1, Mat{x, in, 0, 0}, n, in, 1, 1);
     p.bf16 = true;
   }
@@ -269,16 +309,22 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
     LAUNCH_CHECK("linear_fwd bias (n=%d out=%d)", n, out);
     beta = 1.0f;
   }
-  gemm_rm("linear_fwd", false, true, n, out, in, 1.0f, x, in, 0, w, in, 0, beta, y, out, 0, 1);
+  if (g_bf16)
+    gemm_bf16("linear_fwd", false, true, n, out, in, 1.0f, x, NULL, in, 0, w,
+              weight_bf16("linear_fwd", 1, w, out, in), in, 0, beta, y, out, 0, 1);
+  else
+    gemm_rm("linear_fwd", false, true, n, out, in, 1.0f, x, in, 0, w, in, 0, beta, y, out, 0, 1);
 }
 
-/* One of linear_bwd's products, C = op(dy) B + beta C, with dy16 the bf16
- * copy of dy when there is one. */
+/* One of linear_bwd's products, C = op(dy) B + beta C, with dy16 and b16
+ * the bf16 copies of dy and B when there are. */
 static void bwd_product(const char *what, bool ta, int m, int n, int k, const float *dy,
-                        const __nv_bfloat16 *dy16, int ldy, const float *B, int ldb, float beta,
-                        float *C, int ldc) {
-  if (dy16) gemm_bf16(what, ta, false, m, n, k, 1.0f, dy, dy16, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
-  else gemm_rm(what, ta, false, m, n, k, 1.0f, dy, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+                        const __nv_bfloat16 *dy16, int ldy, const float *B,
+                        const __nv_bfloat16 *b16, int ldb, float beta, float *C, int ldc) {
+  if (g_bf16)
+    gemm_bf16(what, ta, false, m, n, k, 1.0f, dy, dy16, ldy, 0, B, b16, ldb, 0, beta, C, ldc, 0, 1);
+  else
+    gemm_rm(what, ta, false, m, n, k, 1.0f, dy, ldy, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
 /* A buffer for the bias-gradient epilogue's sums (it writes, db adds). */
@@ -321,9 +367,10 @@ void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const flo
   const __nv_bfloat16 *dy16 =
       g_bf16 && dx && dw ? packed_bf16("linear_bwd dy", 2, Mat{dy, out, 0, 0}, n, out, 1, 1) : NULL;
   if (dx)
-    bwd_product("linear_bwd dx", false, n, in, out, dy, dy16, out, w, in,
+    bwd_product("linear_bwd dx", false, n, in, out, dy, dy16, out, w,
+                g_bf16 ? weight_bf16("linear_bwd dx", 1, w, out, in) : NULL, in,
                 accumulate_dx ? 1.0f : 0.0f, dx, in);
   if (dw && db && linear_dw_db_lt(dw, db, dy, dy16, x, n, in, out)) return;
-  if (dw) bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x, in, 1.0f, dw, in);
+  if (dw) bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x, NULL, in, 1.0f, dw, in);
   if (db) colsum_acc("linear_bwd db", db, dy, n, out);
 }

@@ -90,13 +90,18 @@ static void *cuda_alloc(size_t bytes) {
   return p;
 }
 
-static void cuda_free(void *p) { dev_free(p, "ops"); }
+static void cuda_free(void *p) {
+  shadow_forget(p);
+  dev_free(p, "ops");
+}
 
 static void cuda_zero(void *p, size_t bytes) {
+  shadow_written(p, bytes);
   if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
 }
 
 static void cuda_to_device(void *dst, const void *src, size_t bytes) {
+  shadow_written(dst, bytes);
   if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device (%zu bytes)", bytes);
 }
 
@@ -110,6 +115,7 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
   if (!bytes || dst == src) return;
   const char *d = (const char *)dst, *s = (const char *)src;
   if (d < s + bytes && s < d + bytes) die("ops: copy: overlapping device ranges (%zu bytes)", bytes);
+  shadow_written(dst, bytes);
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
 }
 
@@ -143,6 +149,7 @@ extern "C" const Ops *ops_cuda(void) {
     t.set_threads = cuda_set_threads;
     t.set_tf32 = cuda_set_tf32;
     t.set_bf16 = cuda_set_bf16;
+    t.params_at = cuda_params_at;
     t.device_info = cuda_device_info;
     t.mark = cuda_mark;
     t.mark_ms = cuda_mark_ms;

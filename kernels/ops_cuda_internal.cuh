@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cuda_bf16.h>
+
 #include "cuda_check.cuh"
 /* C++ templates (Random123) inside: included before the extern "C" block,
  * whose ops.h then finds it already included. */
@@ -180,6 +182,18 @@ struct LtProduct {
 };
 /* 1 when done; 0 when cuBLASLt has no algorithm for it (said once). */
 int lt_matmul(const LtProduct *p);
+/* weights_bf16.cu: bf16 copies of parameter buffers (Ops.params_at).
+ * shadow_of: the bf16 copy of w[0, count) when w lies in a registered
+ * buffer (converted now if it went stale), else NULL. shadow_written: a
+ * write to [p, p + bytes) by anything but the optimizer makes the copies
+ * it touches stale. shadow_for_update: for an optimizer step on the buffer
+ * at w (elements below extent): the copy to update along with it, or NULL
+ * (then marked stale). shadow_forget: p is being freed. */
+void cuda_params_at(const float *w, size_t n);
+const __nv_bfloat16 *shadow_of(const float *w, size_t count);
+void shadow_written(const void *p, size_t bytes);
+__nv_bfloat16 *shadow_for_update(const float *w, size_t extent);
+void shadow_forget(const void *p);
 /* ops_cuda.cu: 1 while TF32 products are allowed (set_tf32). */
 int cuda_tf32(void);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */

@@ -90,15 +90,25 @@ struct AdamwStep {
   float step_size, sqrt_c2, eps, shrink;
 };
 
-static __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, RangeChunk c,
-                                    AdamwStep a) {
+/* w16: the bf16 copy of w to keep up to date (weights_bf16.cu), or NULL. */
+static __global__ void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float *m,
+                                    float *v, RangeChunk c, AdamwStep a) {
   const Tile s = block_tile(c);
   const int decay = c.decay[s.t];
   for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
     update_moments(a.k, g[i], &m[i], &v[i]);
     float wi = decay ? w[i] * a.shrink : w[i];
     w[i] = wi - a.step_size * (m[i] / (sqrtf(v[i]) / a.sqrt_c2 + a.eps));
+    if (w16) w16[i] = __float2bfloat16(w[i]);
   }
+}
+
+/* The end of the last range: how far an optimizer step writes into w. */
+static size_t ranges_extent(const ParamRange *r, int nr) {
+  size_t e = 0;
+  for (int i = 0; i < nr; i++)
+    if (r[i].offset + r[i].count > e) e = r[i].offset + r[i].count;
+  return e;
 }
 
 void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
@@ -110,11 +120,12 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.eps = o->eps;
   a.shrink = 1.0f - o->lr * o->weight_decay;
   optim_check_ranges("adamw", r, nr);
+  __nv_bfloat16 *w16 = shadow_for_update(w, ranges_extent(r, nr));
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "adamw", r, nr, &next);
     if (!tiles) break;
-    adamw_kernel<<<tiles, THREADS>>>(w, g, m, v, c, a);
+    adamw_kernel<<<tiles, THREADS>>>(w, w16, g, m, v, c, a);
     LAUNCH_CHECK("adamw (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1, nr, c.n,
                  tiles);
   }
@@ -167,19 +178,22 @@ static __global__ void lamb_ratio_kernel(float *step, const double *part, RangeC
   }
 }
 
-static __global__ void lamb_apply_kernel(float *w, const float *m, const float *v, RangeChunk c,
-                                         Moments k, float eps, float weight_decay,
-                                         const float *step) {
+static __global__ void lamb_apply_kernel(float *w, __nv_bfloat16 *w16, const float *m,
+                                         const float *v, RangeChunk c, Moments k, float eps,
+                                         float weight_decay, const float *step) {
   const Tile s = block_tile(c);
   const float wd = c.decay[s.t] ? weight_decay : 0.0f, st = step[s.t];
-  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x)
+  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
     w[i] -= st * lamb_update(k, m[i], v[i], w[i], eps, wd);
+    if (w16) w16[i] = __float2bfloat16(w[i]);
+  }
 }
 
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
   optim_check_ranges("lamb", r, nr);
+  __nv_bfloat16 *w16 = shadow_for_update(w, ranges_extent(r, nr));
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "lamb", r, nr, &next);
@@ -193,7 +207,7 @@ void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r
                  nr, c.n, tiles);
     lamb_ratio_kernel<<<(unsigned)c.n, THREADS>>>(step, part, c, o->lr);
     LAUNCH_CHECK("lamb ratio (ranges %d..%d of %d: %d non-empty)", from, next - 1, nr, c.n);
-    lamb_apply_kernel<<<tiles, THREADS>>>(w, m, v, c, k, o->eps, o->weight_decay, step);
+    lamb_apply_kernel<<<tiles, THREADS>>>(w, w16, m, v, c, k, o->eps, o->weight_decay, step);
     LAUNCH_CHECK("lamb apply (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1, nr,
                  c.n, tiles);
   }

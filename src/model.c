@@ -151,6 +151,7 @@ static void alloc_buffers(Model *m) {
   size_t n = B * S, BP = B * (size_t)(o->mode == MODEL_PRETRAIN ? o->max_pred : 1);
   size_t sz = m->t->size;
   m->params = fbuf(m, sz);
+  m->ops->params_at(m->params, sz);
   if (o->training) {
     m->grads = fbuf(m, sz);
     m->m = fbuf(m, sz);

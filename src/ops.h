@@ -91,6 +91,12 @@ typedef struct Ops {
    * precision, about 1e-2 relative error). GPUs only: the CPU backend dies
    * on 1. */
   void (*set_bf16)(int on);
+  /* w[0, n) holds a model's parameters (NULL: none). They change only
+   * through to_device, copy, zero, add, scale and the optimizer, so a
+   * backend may keep them converted for its products between changes (the
+   * CUDA backend keeps a bf16 copy for bf16 products, updated by the
+   * optimizer as it writes). Freeing w ends it. */
+  void (*params_at)(const float *w, size_t n);
   void (*device_info)(DeviceInfo *out);
   /* Timing on the device's clock (CUDA events; the host clock on the CPU):
    * mark(i) stamps slot i (0..3) after the work queued so far; mark_ms(a, b)

@@ -25,6 +25,8 @@ static void cpu_sync(void) {}
 
 static void cpu_set_tf32(int on) { (void)on; }
 
+static void cpu_params_at(const float *w, size_t n) { (void)w, (void)n; }
+
 static void cpu_set_bf16(int on) {
   if (on) die("ops: bf16 matrix products need the CUDA backend (run.device = cuda)");
 }
@@ -168,6 +170,7 @@ static const Ops OPS_CPU = {
     .set_threads = cpu_set_threads,
     .set_tf32 = cpu_set_tf32,
     .set_bf16 = cpu_set_bf16,
+    .params_at = cpu_params_at,
     .device_info = cpu_device_info,
     .mark = cpu_mark,
     .mark_ms = cpu_mark_ms,

@@ -235,6 +235,46 @@ static void test_linear_bwd(int n, int in, int out, int want, int acc) {
   free(dy), free(x), free(w), free(dx0), free(dw0), free(db0);
 }
 
+/* Weights inside a registered parameter buffer (params_at), as the model
+ * has them: in bf16 the CUDA backend multiplies by its bf16 copy of the
+ * buffer, which must follow every change of the weights: a new upload,
+ * optimizer steps (adamw, then lamb), a scale, a copy into the buffer. The
+ * layer's output after each change must match the CPU's. */
+static void test_weight_copy(void) {
+  const int n = NTOK, in = H, out = FFN, woff = 64;
+  const size_t nw = (size_t)out * in, np = woff + nw + 100;
+  float *x = rnd((size_t)n * in, -1, 1), *dy = rnd((size_t)n * out, -1, 1);
+  float *p0 = rnd(np, -1, 1), *p1 = rnd(np, -1, 1), *g = rnd(np, -1, 1);
+  ParamRange r[2] = {{0, woff, 0}, {woff, nw, 1}};
+  OptParams op = {0.3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1.0f, 1, 1}; /* big steps: a stale copy shows */
+  enum { CHANGES = 6 };
+  float *y[CHANGES][3], *dx[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *P = put(o, p0, np), *dg = put(o, g, np), *dm = put(o, NULL, np), *dv = put(o, NULL, np);
+    float *other = put(o, p1, np), *dx_d = put(o, NULL, (size_t)n * in), *dy_d = put(o, dy, (size_t)n * out);
+    float *x_d = put(o, x, (size_t)n * in), *y_d = put(o, NULL, (size_t)n * out);
+    o->params_at(P, np);
+    for (int c = 0; c < CHANGES; c++) {
+      if (c == 1) o->to_device(P, p1, np * sizeof *P);
+      if (c == 2) o->adamw(P, dg, dm, dv, r, 2, &op);
+      if (c == 3) o->lamb(P, dg, dm, dv, r, 2, &op);
+      if (c == 4) o->scale(P + woff, nw, 0.5f);
+      if (c == 5) o->copy(P, other, np * sizeof *P);
+      o->linear_fwd(y_d, x_d, P + woff, P, n, in, out);
+      y[c][k] = get(o, y_d, (size_t)n * out);
+    }
+    o->linear_bwd(dx_d, NULL, NULL, dy_d, x_d, P + woff, n, in, out, 0);
+    dx[k] = get(o, dx_d, (size_t)n * in);
+    o->params_at(NULL, 0);
+    release(o);
+  }
+  const char *what[CHANGES] = {"y", "y/upload", "y/adamw", "y/lamb", "y/scale", "y/copy"};
+  for (int c = 0; c < CHANGES; c++) compare("weights in params", what[c], y[c], (size_t)n * out, TOL_F32);
+  compare("weights in params", "dx", dx, (size_t)n * in, TOL_F32);
+  free(x), free(dy), free(p0), free(p1), free(g);
+}
+
 /* ---- embeddings and gathers ---- */
 
 static void test_embed(int with_types) {
@@ -724,6 +764,7 @@ int main(void) {
   test_linear_fwd(NTOK, H, 3 * H, 1);
   test_linear_fwd(NTOK, 37, 5, 1); /* conversions with a tail of 1 to 3 */
   test_linear_bwd(NTOK, H, FFN, 7, 1);
+  test_weight_copy();
   g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
   test_attention(B, S, 1);
   GPU->set_bf16(0);
