@@ -37,18 +37,39 @@ static __global__ void softmax_rows_kernel(float *P, const int32_t *mask, int S,
   for (int j = lane; j < S; j += 32) row[j] *= inv;
 }
 
-/* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)), in
- * place in dP. */
-static __global__ void softmax_bwd_kernel(float *dP, const float *probs, int S, size_t nrows) {
+/* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)) into
+ * out: dP itself (in place), or its bf16 operand buffer when dS is only
+ * that (bf16 products). */
+template <class T>
+static __global__ void softmax_bwd_kernel(T *out, const float *dP, const float *probs, int S,
+                                          size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   const int lane = threadIdx.x % 32;
-  const float *pr = probs + R * S;
-  float *dr = dP + R * S;
+  const float *pr = probs + R * S, *dr = dP + R * S;
+  T *o = out + R * S;
   double dot = 0.0;
   for (int j = lane; j < S; j += 32) dot += (double)pr[j] * dr[j];
   float fdot = (float)warp_sum(dot);
-  for (int j = lane; j < S; j += 32) dr[j] = pr[j] * (dr[j] - fdot);
+  for (int j = lane; j < S; j += 32) store_as(&o[j], pr[j] * (dr[j] - fdot));
+}
+
+/* The dropped probabilities as the A operand of a product: in bf16 products
+ * dropped and converted in one pass straight into operand buffer 0 (the
+ * fp32 dropped tensor would only be converted); else dropped into fp32
+ * scratch at pd (probs itself when p = 0). */
+static Mat dropped_probs(const float *probs, float *pd, size_t all, int S, long long sP,
+                         long long SS, float p, DropoutKey key) {
+  Mat P = {probs, S, sP, SS};
+  if (cuda_bf16()) {
+    __nv_bfloat16 *p16 = bf16_buffer(0, all);
+    cuda_dropout_to_bf16(p16, probs, all, p, key);
+    P.p16 = p16, P.rows16 = S, P.cols16 = S;
+  } else if (p > 0.0f) {
+    cuda_dropout_fwd(pd, probs, all, p, key);
+    P.p = pd;
+  }
+  return P;
 }
 
 
@@ -66,14 +87,10 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
   softmax_rows_kernel<<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(probs, mask, S, nh,
                                                                              rows);
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
-  const float *P = probs;
-  if (p > 0.0f) {
-    float *pd = (float *)cuda_scratch(all * sizeof(float));
-    cuda_dropout_fwd(pd, probs, all, p, key);
-    P = pd;
-  }
-  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, Mat{P, S, sP, SS}, Mat{v, ld, sQ, hd},
-               0.0f, Mat{ctx, H, sC, hd}, B, nh);
+  float *pd = p > 0.0f && !cuda_bf16() ? (float *)cuda_scratch(all * sizeof(float)) : NULL;
+  const Mat P = dropped_probs(probs, pd, all, S, sP, SS, p, key);
+  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, Mat{v, ld, sQ, hd}, 0.0f,
+               Mat{ctx, H, sC, hd}, B, nh);
 }
 
 /* With Pd = dropout(P): dV = Pd^T dC; dPd = dC V^T; dP = dropout'(dPd);
@@ -87,24 +104,27 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
   const size_t all = (size_t)B * nh * SS;
-  float *dP = (float *)cuda_scratch((p > 0.0f ? 2 : 1) * all * sizeof(float));
-  const float *P = probs;
-  if (p > 0.0f) {
-    float *pd = dP + all;
-    cuda_dropout_fwd(pd, probs, all, p, key);
-    P = pd;
-  }
+  const bool pd_fp32 = p > 0.0f && !cuda_bf16();
+  float *dP = (float *)cuda_scratch((pd_fp32 ? 2 : 1) * all * sizeof(float));
+  const Mat P = dropped_probs(probs, dP + all, all, S, sP, SS, p, key);
   /* dC is an operand of two products, dP below too: in bf16 converted once */
   const Mat dC = mat_bf16("attn_bwd dctx", 3, Mat{dctx, H, sC, hd}, S, hd, B, nh);
-  gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, Mat{P, S, sP, SS}, dC, 0.0f,
-               Mat{dv, ld, sQ, hd}, B, nh);
+  gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, P, dC, 0.0f, Mat{dv, ld, sQ, hd}, B,
+               nh);
   gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, Mat{v, ld, sQ, hd}, 0.0f,
                Mat{dP, S, sP, SS}, B, nh);
   if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
   const size_t rows = (size_t)B * nh * S;
-  softmax_bwd_kernel<<<warp_rows_grid("attn_bwd softmax", rows), THREADS>>>(dP, probs, S, rows);
+  const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
+  Mat dPm = {dP, S, sP, SS};
+  if (cuda_bf16()) {
+    __nv_bfloat16 *d16 = bf16_buffer(2, all);
+    softmax_bwd_kernel<__nv_bfloat16><<<grid, THREADS>>>(d16, dP, probs, S, rows);
+    dPm.p16 = d16, dPm.rows16 = S, dPm.cols16 = S;
+  } else {
+    softmax_bwd_kernel<float><<<grid, THREADS>>>(dP, dP, probs, S, rows);
+  }
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
-  const Mat dPm = mat_bf16("attn_bwd dscores", 2, Mat{dP, S, sP, SS}, S, S, B, nh);
   gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, Mat{k, ld, sQ, hd}, 0.0f,
                Mat{dq, ld, sQ, hd}, B, nh);
   gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dPm, Mat{q, ld, sQ, hd}, 0.0f,

@@ -40,7 +40,8 @@ static __global__ void tanh_bwd_kernel(float *dx, const float *dy, const float *
  * from the host, computed in float exactly as the CPU backend does. Thread
  * g takes the elements of Philox block first_block + g (four consecutive
  * global indices), so each block of random words is drawn once. */
-static __global__ void dropout_kernel(float *out, const float *x, size_t n, float p, float s,
+template <class T>
+static __global__ void dropout_kernel(T *out, const float *x, size_t n, float p, float s,
                                       DropoutKey k) {
   const uint64_t lo = k.elem_offset, hi = lo + n, first_block = lo >> 2;
   GRID_STRIDE(g, ((hi + 3) >> 2) - first_block) {
@@ -49,7 +50,7 @@ static __global__ void dropout_kernel(float *out, const float *x, size_t n, floa
     for (uint64_t e = blk << 2; e < (blk << 2) + 4; e++) {
       if (e < lo || e >= hi) continue;
       size_t i = (size_t)(e - lo);
-      out[i] = dropout_keep_in(r, e, p) ? x[i] * s : 0.0f;
+      store_as(&out[i], dropout_keep_in(r, e, p) ? x[i] * s : 0.0f);
     }
   }
 }
@@ -102,8 +103,21 @@ static void dropout_apply(const char *op, float *out, const float *x, size_t n, 
     return;
   }
   const float s = 1.0f / (1.0f - p);
-  dropout_kernel<<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p, s, k);
+  dropout_kernel<float><<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p, s, k);
   LAUNCH_CHECK("%s (n=%zu p=%g)", op, n, p);
+}
+
+void cuda_dropout_to_bf16(__nv_bfloat16 *out, const float *x, size_t n, float p, DropoutKey key) {
+  ops_check_dropout("dropout to bf16", p);
+  if (p == 0.0f) {
+    cuda_to_bf16("dropout (p=0)", out, x, n);
+    return;
+  }
+  if (!n) return;
+  const float s = 1.0f / (1.0f - p);
+  dropout_kernel<__nv_bfloat16><<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p,
+                                                                                     s, key);
+  LAUNCH_CHECK("dropout to bf16 (n=%zu p=%g)", n, p);
 }
 
 void cuda_dropout_fwd(float *out, const float *x, size_t n, float p, DropoutKey key) {

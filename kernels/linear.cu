@@ -15,10 +15,11 @@
 static int g_bf16;
 
 void cuda_set_bf16(int on) { g_bf16 = on; }
+int cuda_bf16(void) { return g_bf16; }
 
 /* Buffers 0 and 1: the two operands of a product; 2 and 3: operands
  * converted once for two products (linear_bwd's dy; attention's dP and dC). */
-static __nv_bfloat16 *bf16_buffer(int which, size_t n) {
+__nv_bfloat16 *bf16_buffer(int which, size_t n) {
   static __nv_bfloat16 *buf[4];
   static size_t cap[4];
   if (n > cap[which]) {
@@ -64,6 +65,20 @@ static __global__ void to_bf16_lines_kernel(__nv_bfloat16 *dst, const float *src
   for (int c = threadIdx.x % 32; c < cols; c += 32) d[c] = __float2bfloat16(s[c]);
 }
 
+/* Scalar, for a source that is not 16-byte aligned. */
+static __global__ void to_bf16_scalar_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+  GRID_STRIDE(i, n) dst[i] = __float2bfloat16(src[i]);
+}
+
+void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t n) {
+  if (!n) return;
+  if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0)
+    to_bf16_flat_kernel<<<grid_for(ceil_div(n, 4), THREADS), THREADS>>>(dst, src, n);
+  else
+    to_bf16_scalar_kernel<<<grid_for(n, THREADS), THREADS>>>(dst, src, n);
+  LAUNCH_CHECK("%s to bf16 (%zu elements)", what, n);
+}
+
 /* The row-major rows x cols matrices of X (two-level batch, nb x nh)
  * packed as bf16 into buffer which. */
 static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int rows, int cols,
@@ -72,9 +87,8 @@ static const __nv_bfloat16 *packed_bf16(const char *what, int which, Mat X, int 
   __nv_bfloat16 *dst = bf16_buffer(which, total);
   /* already packed in fp32 (every linear operand): one flat pass */
   bool packed = X.ld == cols && (count == 1 || ((size_t)X.sh == per && (size_t)X.sb == per * nh));
-  if (packed && (uintptr_t)X.p % 16 == 0) {
-    to_bf16_flat_kernel<<<grid_for(ceil_div(total, 4), THREADS), THREADS>>>(dst, X.p, total);
-    LAUNCH_CHECK("%s to bf16 (%zu elements)", what, total);
+  if (packed) {
+    cuda_to_bf16(what, dst, X.p, total);
     return dst;
   }
   size_t lines = (size_t)rows * count;

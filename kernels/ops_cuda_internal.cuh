@@ -198,6 +198,17 @@ void shadow_forget(const void *p);
 int cuda_tf32(void);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
 void cuda_set_bf16(int on);
+int cuda_bf16(void);
+/* linear.cu: the shared bf16 operand buffer which (0..3, see linear.cu), of
+ * at least n elements; dst[0, n) = bf16(src[0, n)). */
+__nv_bfloat16 *bf16_buffer(int which, size_t n);
+void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t n);
+/* elementwise.cu: out = bf16(dropout(x)), the dropout of dropout_fwd (p = 0:
+ * the conversion alone), for a dropped tensor that is only a bf16 operand. */
+void cuda_dropout_to_bf16(__nv_bfloat16 *out, const float *x, size_t n, float p, DropoutKey key);
+
+__device__ inline void store_as(float *p, float v) { *p = v; }
+__device__ inline void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
 
 /* The ops (signatures as in ops.h). */
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,

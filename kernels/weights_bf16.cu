@@ -55,18 +55,13 @@ void shadow_written(const void *p, size_t bytes) {
   }
 }
 
-static __global__ void shadow_fill_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-  GRID_STRIDE(i, n) dst[i] = __float2bfloat16(src[i]);
-}
-
 const __nv_bfloat16 *shadow_of(const float *w, size_t count) {
   for (int i = 0; i < MAX_SHADOWS; i++) {
     Shadow *s = &g_sh[i];
     if (!s->base || w < s->base || w + count > s->base + s->n) continue;
     if (!s->twin) s->twin = (__nv_bfloat16 *)dev_alloc(s->n * sizeof *s->twin, "bf16 parameter copy");
     if (!s->valid) {
-      shadow_fill_kernel<<<grid_for(s->n, THREADS), THREADS>>>(s->twin, s->base, s->n);
-      LAUNCH_CHECK("bf16 parameter copy (%zu elements)", s->n);
+      cuda_to_bf16("parameters", s->twin, s->base, s->n);
       s->valid = 1;
     }
     return s->twin + (w - s->base);

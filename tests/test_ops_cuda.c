@@ -767,6 +767,7 @@ int main(void) {
   test_weight_copy();
   g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
   test_attention(B, S, 1);
+  test_attention(2, 150, 0); /* no dropout: the probabilities converted alone */
   GPU->set_bf16(0);
   g_tol_override = 0;
   g_mode = "";
