@@ -77,6 +77,8 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
                    int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                    DropoutKey key) {
   ops_check_attn("attn_fwd", ld, B, S, nh, hd, p);
+  WRITES(ctx, (size_t)B * S * nh * hd);
+  WRITES(probs, (size_t)B * nh * S * S);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
@@ -100,6 +102,9 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key) {
   ops_check_attn("attn_bwd", ld, B, S, nh, hd, p);
+  WRITES(dq, (size_t)B * S * ld);
+  WRITES(dk, (size_t)B * S * ld);
+  WRITES(dv, (size_t)B * S * ld);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;

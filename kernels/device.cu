@@ -29,6 +29,21 @@ void *dev_alloc(size_t bytes, const char *what) {
   return p;
 }
 
+size_t dev_size(const void *p) {
+  for (size_t i = 0; i < g_nblocks; i++)
+    if (g_blocks[i].p == p) return g_blocks[i].bytes;
+  return 0;
+}
+
+size_t dev_bytes_after(const void *p) {
+  const char *c = (const char *)p;
+  for (size_t i = 0; i < g_nblocks; i++) {
+    const char *b = (const char *)g_blocks[i].p;
+    if (c >= b && c < b + g_blocks[i].bytes) return (size_t)(b + g_blocks[i].bytes - c);
+  }
+  return 0;
+}
+
 void dev_free(void *p, const char *what) {
   if (!p) return;
   for (size_t i = 0; i < g_nblocks; i++) {

@@ -103,6 +103,7 @@ void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids
                     int vocab, int ntypes) {
   if (ops_no_work("embed_fwd", B, S, H)) return;
   size_t n = (size_t)B * S;
+  WRITES(out, n * H);
   embed_fwd_kernel<<<warp_rows_grid("embed_fwd", n), THREADS>>>(out, word_ids, type_ids, wte, wpe, wtt,
                                                           n, S, H, vocab, ntypes, cuda_bad_id());
   LAUNCH_CHECK("embed_fwd (B=%d S=%d H=%d vocab=%d)", B, S, H, vocab);
@@ -115,6 +116,9 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
   if (ops_no_work("embed_bwd", B, S, H)) return;
   if ((size_t)B * S > INT_MAX) die("ops: embed_bwd: %d x %d tokens are too many", B, S);
   int n = B * S;
+  if (dwte) WRITES_FROM(dwte);
+  if (dwpe) WRITES_FROM(dwpe);
+  if (dwtt) WRITES_FROM(dwtt);
   if (dwte) scatter_rows("embed_bwd wte", dwte, dout, word_ids, n, H, INT_MAX, BAD_NONE);
   if (dwpe) {
     embed_pos_bwd_kernel<<<grid_for((size_t)S * H, THREADS), THREADS>>>(dwpe, dout, B, S, H);
@@ -125,6 +129,7 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
 
 void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c) {
   if (ops_no_work("gather_fwd", n, c, 1)) return;
+  WRITES(out, (size_t)n * c);
   gather_fwd_kernel<<<warp_rows_grid("gather_fwd", (size_t)n), THREADS>>>(out, x, idx, n, rows, c,
                                                                     cuda_bad_id());
   LAUNCH_CHECK("gather_fwd (n=%d rows=%d c=%d)", n, rows, c);
@@ -132,5 +137,6 @@ void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int 
 
 void cuda_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c) {
   if (ops_no_work("gather_bwd", n, c, 1)) return;
+  WRITES(dx, (size_t)rows * c);
   scatter_rows("gather_bwd", dx, dout, idx, n, c, rows, BAD_GATHER_BWD);
 }

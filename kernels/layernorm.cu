@@ -4,11 +4,12 @@
  * partials in order. */
 #include "ops_cuda_internal.cuh"
 
-/* LayerNorm of row r (xr) into o, with its mean and rstd; every lane of
- * the row's warp calls it. */
-__device__ static void layernorm_row(float *o, float *mean, float *rstd, const float *xr,
-                                     const float *gamma, const float *beta, int c, float eps,
-                                     size_t r) {
+/* LayerNorm of row r (xr) into o (and its bf16 copy o16 when there is
+ * one: LayerNorm outputs feed linear layers), with its mean and rstd; every
+ * lane of the row's warp calls it. */
+__device__ static void layernorm_row(float *o, __nv_bfloat16 *o16, float *mean, float *rstd,
+                                     const float *xr, const float *gamma, const float *beta,
+                                     int c, float eps, size_t r) {
   const int lane = threadIdx.x % 32;
   double s = 0.0;
   for (int j = lane; j < c; j += 32) s += xr[j];
@@ -16,27 +17,33 @@ __device__ static void layernorm_row(float *o, float *mean, float *rstd, const f
   for (int j = lane; j < c; j += 32) ss += (xr[j] - mu) * (xr[j] - mu);
   ss = warp_sum(ss);
   float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
-  for (int j = lane; j < c; j += 32) o[j] = (xr[j] - m) * rs * gamma[j] + beta[j];
+  for (int j = lane; j < c; j += 32) {
+    float v = (xr[j] - m) * rs * gamma[j] + beta[j];
+    o[j] = v;
+    if (o16) o16[j] = __float2bfloat16(v);
+  }
   if (lane == 0) {
     mean[r] = m;
     rstd[r] = rs;
   }
 }
 
-static __global__ void layernorm_fwd_kernel(float *out, float *mean, float *rstd, const float *x,
-                                            const float *gamma, const float *beta, int c,
-                                            float eps, size_t n) {
+static __global__ void layernorm_fwd_kernel(float *out, __nv_bfloat16 *out16, float *mean,
+                                            float *rstd, const float *x, const float *gamma,
+                                            const float *beta, int c, float eps, size_t n) {
   const size_t r = warp_row();
   if (r >= n) return;
-  layernorm_row(out + r * c, mean, rstd, x + r * c, gamma, beta, c, eps, r);
+  layernorm_row(out + r * c, out16 ? out16 + r * c : NULL, mean, rstd, x + r * c, gamma, beta, c,
+                eps, r);
 }
 
 /* One warp per row: sum = dropout(y) + res, then its LayerNorm. The
  * product and the add are rounded one at a time (no FMA), as the CPU's
  * separate passes round them. Each thread reads back only the elements of
  * sum it wrote, so sum may be y. */
-static __global__ void residual_ln_kernel(float *out, float *sum, float *mean, float *rstd,
-                                          const float *y, const float *res, const float *gamma,
+static __global__ void residual_ln_kernel(float *out, __nv_bfloat16 *out16, float *sum,
+                                          float *mean, float *rstd, const float *y,
+                                          const float *res, const float *gamma,
                                           const float *beta, int c, float eps, float p, float s,
                                           DropoutKey k, size_t n) {
   const size_t r = warp_row(), base = r * c;
@@ -48,7 +55,8 @@ static __global__ void residual_ln_kernel(float *out, float *sum, float *mean, f
                                                                                : 0.0f;
     sum[base + j] = __fadd_rn(v, res[base + j]);
   }
-  layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
+  layernorm_row(out + base, out16 ? out16 + base : NULL, mean, rstd, sum + base, gamma, beta, c,
+                eps, r);
 }
 
 /* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy. */
@@ -85,11 +93,14 @@ static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const
  * reads its elements of dy before the block sums and writes only its own
  * elements after them, so dx may be dy. */
 /* With dbranch (residual_ln_bwd): also dbranch = dropout'(dx), the
- * gradient of the sub-block's branch output, from the same registers. */
+ * gradient of the sub-block's branch output, from the same registers.
+ * dx16, dbranch16: bf16 copies to write (the gradient that feeds the
+ * branch's linear backward), or NULL. */
 struct BranchDropout {
   float *dbranch; /* NULL: none */
   float p, s;
   DropoutKey key;
+  __nv_bfloat16 *dx16, *dbranch16;
 };
 
 static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
@@ -111,19 +122,25 @@ static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
   for (int j = lane; j < c; j += 32) {
     float g = dr[j] * gamma[j], d = rs * (g - a - ((xr[j] - m) * rs) * b);
     o[j] = d;
-    if (!bd.dbranch) continue;
     size_t e = r * c + j;
-    bd.dbranch[e] = bd.p == 0.0f ? d
-                    : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
-                                   bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
+    if (bd.dx16) bd.dx16[e] = __float2bfloat16(d);
+    if (!bd.dbranch) continue;
+    float b = bd.p == 0.0f ? d
+              : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
+                             bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
+    bd.dbranch[e] = b;
+    if (bd.dbranch16) bd.dbranch16[e] = __float2bfloat16(b);
   }
 }
 
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, int n, int c, float eps) {
   if (ops_no_work("layernorm_fwd", n, c, 1)) return;
+  WRITES(mean, n);
+  WRITES(rstd, n);
+  __nv_bfloat16 *out16 = bf16_copy_for_write(out, (size_t)n * c);
   layernorm_fwd_kernel<<<warp_rows_grid("layernorm_fwd", (size_t)n), THREADS>>>(
-      out, mean, rstd, x, gamma, beta, c, eps, (size_t)n);
+      out, out16, mean, rstd, x, gamma, beta, c, eps, (size_t)n);
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
 }
 
@@ -133,8 +150,12 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
   ops_check_dropout("residual_ln_fwd", p);
   if (ops_no_work("residual_ln_fwd", n, c, 1)) return;
   const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  WRITES(sum, (size_t)n * c);
+  WRITES(mean, n);
+  WRITES(rstd, n);
+  __nv_bfloat16 *out16 = bf16_copy_for_write(out, (size_t)n * c);
   residual_ln_kernel<<<warp_rows_grid("residual_ln_fwd", (size_t)n), THREADS>>>(
-      out, sum, mean, rstd, y, res, gamma, beta, c, eps, p, s, key, (size_t)n);
+      out, out16, sum, mean, rstd, y, res, gamma, beta, c, eps, p, s, key, (size_t)n);
   LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
 
@@ -144,6 +165,8 @@ static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *
                                const float *rstd, const float *gamma, int n, int c,
                                BranchDropout bd) {
   if (ops_no_work(op, n, c, 1)) return;
+  if (dgamma) WRITES(dgamma, c);
+  if (dbeta) WRITES(dbeta, c);
   if (dgamma || dbeta) {
     int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
     if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
@@ -164,7 +187,8 @@ static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *
 void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *x, const float *mean, const float *rstd,
                         const float *gamma, int n, int c) {
-  BranchDropout none = {NULL, 0.0f, 1.0f, DropoutKey{0, 0, 0, 0}};
+  WRITES(dx, (size_t)n * c);
+  BranchDropout none = {NULL, 0.0f, 1.0f, DropoutKey{0, 0, 0, 0}, NULL, NULL};
   layernorm_bwd_with("layernorm_bwd", dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, none);
 }
 
@@ -173,6 +197,14 @@ void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta
                           const float *rstd, const float *gamma, int n, int c, float p,
                           DropoutKey key) {
   ops_check_dropout("residual_ln_bwd", p);
-  BranchDropout bd = {dbranch, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  /* the gradient the branch's linear backward takes: dbranch, else dx */
+  size_t nc = (size_t)n * c;
+  BranchDropout bd = {dbranch, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key, NULL, NULL};
+  if (dbranch) {
+    WRITES(dx, nc);
+    bd.dbranch16 = bf16_copy_for_write(dbranch, nc);
+  } else {
+    bd.dx16 = bf16_copy_for_write(dx, nc);
+  }
   layernorm_bwd_with("residual_ln_bwd", dx, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
 }

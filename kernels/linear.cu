@@ -289,13 +289,13 @@ static void colsum_acc(const char *what, float *acc, const float *x, int rows, i
   LAUNCH_CHECK("%s colsum_finish (rows=%d c=%d)", what, rows, c);
 }
 
-/* The weight w [out, in] as bf16 for a product: its part of the
- * parameters' bf16 copy (weights_bf16.cu), else converted now into buffer
- * which (that of the operand it is). */
-static const __nv_bfloat16 *weight_bf16(const char *what, int which, const float *w, int out,
-                                        int in) {
-  const __nv_bfloat16 *w16 = shadow_of(w, (size_t)out * in);
-  return w16 ? w16 : packed_bf16(what, which, Mat{w, in, 0, 0}, out, in, 1, 1);
+/* A contiguous rows x cols operand p of a linear layer (weight, input or
+ * output gradient) as bf16: its bf16 copy when there is a valid one
+ * (bf16_copies.cu), else converted now into buffer which. */
+static const __nv_bfloat16 *linear_bf16(const char *what, int which, const float *p, int rows,
+                                        int cols) {
+  const __nv_bfloat16 *c = bf16_copy_of(p, (size_t)rows * cols);
+  return c ? c : packed_bf16(what, which, Mat{p, cols, 0, 0}, rows, cols, 1, 1);
 }
 
 /* y = x W^T + b with the bias added by the product (cuBLASLt); 0 when
@@ -305,8 +305,8 @@ static int linear_fwd_lt(float *y, const float *x, const float *w, const float *
   LtProduct p = {"linear_fwd", true, false, out, n, in, w, in, x, in, false, 0.0f, y, out,
                  LT_BIAS, (float *)b};
   if (g_bf16) {
-    p.A = weight_bf16("linear_fwd", 0, w, out, in);
-    p.B = packed_bf16("linear_fwd", 1, Mat{x, in, 0, 0}, n, in, 1, 1);
+    p.A = linear_bf16("linear_fwd w", 0, w, out, in);
+    p.B = linear_bf16("linear_fwd x", 1, x, n, in);
     p.bf16 = true;
   }
   return lt_matmul(&p);
@@ -315,6 +315,7 @@ static int linear_fwd_lt(float *y, const float *x, const float *w, const float *
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                      int out) {
   ops_check_dims("linear_fwd", n, in, out);
+  WRITES(y, (size_t)n * out);
   if (b && linear_fwd_lt(y, x, w, b, n, in, out)) return;
   float beta = 0.0f;
   if (b) {
@@ -324,8 +325,8 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
     beta = 1.0f;
   }
   if (g_bf16)
-    gemm_bf16("linear_fwd", false, true, n, out, in, 1.0f, x, NULL, in, 0, w,
-              weight_bf16("linear_fwd", 1, w, out, in), in, 0, beta, y, out, 0, 1);
+    gemm_bf16("linear_fwd", false, true, n, out, in, 1.0f, x, linear_bf16("linear_fwd x", 0, x, n, in),
+              in, 0, w, linear_bf16("linear_fwd w", 1, w, out, in), in, 0, beta, y, out, 0, 1);
   else
     gemm_rm("linear_fwd", false, true, n, out, in, 1.0f, x, in, 0, w, in, 0, beta, y, out, 0, 1);
 }
@@ -364,8 +365,8 @@ static int linear_dw_db_lt(float *dw, float *db, const float *dy, const __nv_bfl
   LtProduct p = {"linear_bwd dw", false, true, in, out, n, x, in, dy, out, false, 1.0f, dw, in,
                  LT_BGRADB, sums};
   if (g_bf16) {
-    p.A = packed_bf16("linear_bwd dw", 1, Mat{x, in, 0, 0}, n, in, 1, 1);
-    p.B = dy16 ? dy16 : packed_bf16("linear_bwd dy", 2, Mat{dy, out, 0, 0}, n, out, 1, 1);
+    p.A = linear_bf16("linear_bwd x", 1, x, n, in);
+    p.B = dy16 ? dy16 : linear_bf16("linear_bwd dy", 2, dy, n, out);
     p.bf16 = true;
   }
   if (!lt_matmul(&p)) return 0;
@@ -376,15 +377,21 @@ static int linear_dw_db_lt(float *dw, float *db, const float *dy, const __nv_bfl
 void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int in, int out, int accumulate_dx) {
   ops_check_dims("linear_bwd", n, in, out);
+  if (dx) WRITES(dx, (size_t)n * in);
+  if (dw) WRITES(dw, (size_t)out * in);
+  if (db) WRITES(db, out);
   /* bf16: dy [n, out] is the A operand of both products (as is, and
-   * transposed), so it is converted once */
+   * transposed), so it is converted once (or not at all: its copy) */
   const __nv_bfloat16 *dy16 =
-      g_bf16 && dx && dw ? packed_bf16("linear_bwd dy", 2, Mat{dy, out, 0, 0}, n, out, 1, 1) : NULL;
+      g_bf16 && ((dx && dw) || bf16_copy_of(dy, (size_t)n * out))
+          ? linear_bf16("linear_bwd dy", 2, dy, n, out) : NULL;
   if (dx)
     bwd_product("linear_bwd dx", false, n, in, out, dy, dy16, out, w,
-                g_bf16 ? weight_bf16("linear_bwd dx", 1, w, out, in) : NULL, in,
+                g_bf16 ? linear_bf16("linear_bwd w", 1, w, out, in) : NULL, in,
                 accumulate_dx ? 1.0f : 0.0f, dx, in);
   if (dw && db && linear_dw_db_lt(dw, db, dy, dy16, x, n, in, out)) return;
-  if (dw) bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x, NULL, in, 1.0f, dw, in);
+  if (dw)
+    bwd_product("linear_bwd dw", true, out, in, n, dy, dy16, out, x,
+                g_bf16 ? linear_bf16("linear_bwd x", 1, x, n, in) : NULL, in, 1.0f, dw, in);
   if (db) colsum_acc("linear_bwd db", db, dy, n, out);
 }

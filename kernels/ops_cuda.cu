@@ -91,17 +91,17 @@ static void *cuda_alloc(size_t bytes) {
 }
 
 static void cuda_free(void *p) {
-  shadow_forget(p);
+  bf16_copies_forget(p);
   dev_free(p, "ops");
 }
 
 static void cuda_zero(void *p, size_t bytes) {
-  shadow_written(p, bytes);
+  bf16_copies_written(p, bytes);
   if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
 }
 
 static void cuda_to_device(void *dst, const void *src, size_t bytes) {
-  shadow_written(dst, bytes);
+  bf16_copies_written(dst, bytes);
   if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device (%zu bytes)", bytes);
 }
 
@@ -115,7 +115,7 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
   if (!bytes || dst == src) return;
   const char *d = (const char *)dst, *s = (const char *)src;
   if (d < s + bytes && s < d + bytes) die("ops: copy: overlapping device ranges (%zu bytes)", bytes);
-  shadow_written(dst, bytes);
+  bf16_copies_written(dst, bytes);
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
 }
 

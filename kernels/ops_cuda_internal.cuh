@@ -56,6 +56,9 @@ static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
  * contents undefined) and goes back through dev_free, so the peak is known. */
 void *dev_alloc(size_t bytes, const char *what);
 void dev_free(void *p, const char *what);
+size_t dev_size(const void *p); /* bytes of the allocation at p; 0: none */
+/* bytes from p to the end of the allocation holding it; 0: none */
+size_t dev_bytes_after(const void *p);
 void cuda_device_info(DeviceInfo *out);
 void cuda_mark(int slot);
 double cuda_mark_ms(int from, int to);
@@ -182,18 +185,30 @@ struct LtProduct {
 };
 /* 1 when done; 0 when cuBLASLt has no algorithm for it (said once). */
 int lt_matmul(const LtProduct *p);
-/* weights_bf16.cu: bf16 copies of parameter buffers (Ops.params_at).
- * shadow_of: the bf16 copy of w[0, count) when w lies in a registered
- * buffer (converted now if it went stale), else NULL. shadow_written: a
- * write to [p, p + bytes) by anything but the optimizer makes the copies
- * it touches stale. shadow_for_update: for an optimizer step on the buffer
- * at w (elements below extent): the copy to update along with it, or NULL
- * (then marked stale). shadow_forget: p is being freed. */
+/* bf16_copies.cu: bf16 copies of parameters (Ops.params_at) and of
+ * activations, for bf16 products.
+ * bf16_copy_of: the valid copy of p[0, n), or NULL (a stale parameter
+ *   buffer is converted now).
+ * bf16_copy_for_write: for an op about to write p[0, n) as fp32: where to
+ *   write its bf16 copy in the same pass, or NULL (fp32 products, or no
+ *   room); either way other copies it overlaps go stale.
+ * bf16_copies_written: any other write to [p, p + bytes) (every op calls it
+ *   for each output it does not write a copy of).
+ * bf16_copy_for_update: for an optimizer step on the parameters at w
+ *   (elements below extent): the copy to update along with them, or NULL
+ *   (then stale).
+ * bf16_copies_forget: the allocation at p is being freed. */
 void cuda_params_at(const float *w, size_t n);
-const __nv_bfloat16 *shadow_of(const float *w, size_t count);
-void shadow_written(const void *p, size_t bytes);
-__nv_bfloat16 *shadow_for_update(const float *w, size_t extent);
-void shadow_forget(const void *p);
+const __nv_bfloat16 *bf16_copy_of(const float *p, size_t n);
+__nv_bfloat16 *bf16_copy_for_write(const float *p, size_t n);
+void bf16_copies_written(const void *p, size_t bytes);
+__nv_bfloat16 *bf16_copy_for_update(const float *w, size_t extent);
+void bf16_copies_forget(const void *p);
+/* The product's output or other fp32 output of an op: its copies go stale. */
+#define WRITES(p, count) bf16_copies_written((p), (size_t)(count) * sizeof(float))
+/* The same for an output whose extent the op does not know (embedding
+ * tables): from p to the end of its allocation. */
+#define WRITES_FROM(p) bf16_copies_written((p), dev_bytes_after(p))
 /* ops_cuda.cu: 1 while TF32 products are allowed (set_tf32). */
 int cuda_tf32(void);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */

@@ -120,7 +120,10 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.eps = o->eps;
   a.shrink = 1.0f - o->lr * o->weight_decay;
   optim_check_ranges("adamw", r, nr);
-  __nv_bfloat16 *w16 = shadow_for_update(w, ranges_extent(r, nr));
+  size_t extent = ranges_extent(r, nr);
+  __nv_bfloat16 *w16 = bf16_copy_for_update(w, extent);
+  WRITES(m, extent);
+  WRITES(v, extent);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "adamw", r, nr, &next);
@@ -193,7 +196,10 @@ void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r
                const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
   optim_check_ranges("lamb", r, nr);
-  __nv_bfloat16 *w16 = shadow_for_update(w, ranges_extent(r, nr));
+  size_t extent = ranges_extent(r, nr);
+  __nv_bfloat16 *w16 = bf16_copy_for_update(w, extent);
+  WRITES(m, extent);
+  WRITES(v, extent);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "lamb", r, nr, &next);
@@ -233,6 +239,7 @@ static __global__ void sumsq_total_kernel(float *out, const double *part, size_t
 void cuda_sumsq(float *out, const float *x, size_t n) {
   size_t nb = ceil_div(n, SUM_CHUNK);
   if (nb > 0x7fffffffu) die("ops: sumsq: too many elements (%zu)", n);
+  WRITES(out, 1);
   double *part = (double *)cuda_scratch((nb + 1) * sizeof(double));
   if (nb) {
     sumsq_part_kernel<<<(unsigned)nb, THREADS>>>(part, x, n);

@@ -76,15 +76,20 @@ static __global__ void xent_total_kernel(float *out, const double *loss, const i
 
 /* Every thread reads the row for the reductions before writing only its own
  * elements, so dlogits may be logits. */
-static __global__ void xent_bwd_kernel(float *dlogits, const float *logits,
+/* d16: dlogits' bf16 copy (it feeds the decoder's linear backward), or NULL. */
+static __global__ void xent_bwd_kernel(float *dlogits, __nv_bfloat16 *d16, const float *logits,
                                        const int32_t *labels, int v, float scale, BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
   const float *x = logits + i * v;
   float *d = dlogits + i * v;
+  __nv_bfloat16 *d16r = d16 ? d16 + i * v : NULL;
   if (label < 0 || label >= v) {
     if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
-    for (int j = threadIdx.x; j < v; j += blockDim.x) d[j] = 0.0f;
+    for (int j = threadIdx.x; j < v; j += blockDim.x) {
+      d[j] = 0.0f;
+      if (d16r) d16r[j] = __float2bfloat16(0.0f);
+    }
     return;
   }
   float mx;
@@ -95,11 +100,13 @@ static __global__ void xent_bwd_kernel(float *dlogits, const float *logits,
     float g = scale * (float)exp((double)x[j] - mx - ls);
     if (j == label) g -= scale;
     d[j] = g;
+    if (d16r) d16r[j] = __float2bfloat16(g);
   }
 }
 
 void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
   ops_check_dims("xent_fwd", n, v, 1);
+  WRITES(out, 3);
   double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
   int *hit = (int *)(loss + n);
   xent_rows_kernel<<<(unsigned)n, ROW_THREADS>>>(loss, hit, logits, labels, v, cuda_bad_id());
@@ -111,6 +118,8 @@ void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n
 void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
                    float scale) {
   ops_check_dims("xent_bwd", n, v, 1);
-  xent_bwd_kernel<<<(unsigned)n, ROW_THREADS>>>(dlogits, logits, labels, v, scale, cuda_bad_id());
+  __nv_bfloat16 *d16 = bf16_copy_for_write(dlogits, (size_t)n * v);
+  xent_bwd_kernel<<<(unsigned)n, ROW_THREADS>>>(dlogits, d16, logits, labels, v, scale,
+                                                cuda_bad_id());
   LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
 }

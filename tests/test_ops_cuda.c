@@ -275,6 +275,130 @@ static void test_weight_copy(void) {
   free(x), free(dy), free(p0), free(p1), free(g);
 }
 
+/* ---- bf16 copies of activations (bf16 products on the GPU) ----
+ * The kernels that write an activation a linear layer multiplies also write
+ * its bf16 copy, which the product then reads instead of converting. */
+
+enum { PRODUCERS = 8 };
+static const char *const PRODUCER[PRODUCERS] = {
+    "layernorm_fwd", "residual_ln_fwd", "gelu_fwd", "dropout_fwd", "gelu_bwd",
+    "residual_ln_bwd dbranch", "residual_ln_bwd dx", "xent_bwd"};
+
+/* Runs producer i on the GPU into X [n, c] (c = H except for xent_bwd). */
+static void produce(int i, float *X, int n, int c, const float *in1, const float *in2,
+                    const float *gamma, float *stats, const int32_t *labels) {
+  DropoutKey key = {99, 3, 5, 0};
+  size_t nc = (size_t)n * c;
+  switch (i) {
+    case 0: GPU->layernorm_fwd(X, stats, stats + n, in1, gamma, in2, n, c, 1e-12f); break;
+    case 1: {
+      float *sum = (float *)in2; /* scratch of the caller's */
+      GPU->residual_ln_fwd(X, sum, stats, stats + n, in1, in1, gamma, gamma, n, c, 1e-12f, 0.1f,
+                           key);
+      break;
+    }
+    case 2: GPU->gelu_fwd(X, in1, nc); break;
+    case 3: GPU->dropout_fwd(X, in1, nc, 0.2f, key); break;
+    case 4: GPU->gelu_bwd(X, in1, in2, nc); break;
+    case 5: case 6: {
+      GPU->layernorm_fwd((float *)in2, stats, stats + n, in1, gamma, gamma, n, c, 1e-12f);
+      float *dx = i == 5 ? (float *)in2 : X;
+      GPU->residual_ln_bwd(dx, i == 5 ? X : NULL, NULL, NULL, in1, in1, stats, stats + n, gamma,
+                           n, c, 0.1f, key);
+      break;
+    }
+    case 7: GPU->xent_bwd(X, in1, labels, n, c, 0.5f); break;
+  }
+}
+
+/* (a) The product gives the same bits from a producer's copy as after
+ * converting (the copy is dropped by re-uploading the same values), and
+ * with fewer launches (the copy was used): once with the output as a
+ * linear layer's input x, once as its output gradient dy. */
+static void test_act_copy_bits(void) {
+  const int n = NTOK, out = 20;
+  const int V2 = 40; /* xent_bwd's rows are [n, V2] */
+  for (int i = 0; i < PRODUCERS; i++) {
+    int c = i == 7 ? V2 : H;
+    size_t nc = (size_t)n * c;
+    float *in1 = rnd(nc, -2, 2), *in2 = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f);
+    float *w = rnd((size_t)out * c, -1, 1), *dy = rnd((size_t)n * out, -1, 1);
+    int32_t *labels = rnd_ids(n, c);
+    float *X = put(GPU, NULL, nc), *host = xmalloc(nc * sizeof *host);
+    float *y = put(GPU, NULL, (size_t)n * out), *dw = put(GPU, NULL, (size_t)out * c);
+    float *res[2][2];
+    unsigned long long used[2][2];
+    for (int pass = 0; pass < 2; pass++) {
+      produce(i, X, n, c, put(GPU, in1, nc), put(GPU, in2, nc), put(GPU, gamma, c),
+              put(GPU, NULL, 2 * (size_t)n), put_ids(GPU, labels, n));
+      if (pass == 1) { /* the same values, uploaded: the copy is stale */
+        GPU->to_host(host, X, nc * sizeof *host);
+        GPU->to_device(X, host, nc * sizeof *host);
+      }
+      GPU->zero(dw, (size_t)out * c * sizeof *dw); /* dw accumulates */
+      DeviceInfo d0, d1, d2;
+      GPU->device_info(&d0);
+      /* X as the input x, then as the output gradient dy of a [c -> out] and an [out -> c] layer */
+      GPU->linear_fwd(y, X, put(GPU, w, (size_t)out * c), NULL, n, c, out);
+      GPU->device_info(&d1);
+      GPU->linear_bwd(NULL, dw, NULL, X, put(GPU, dy, (size_t)n * out), put(GPU, w, (size_t)out * c),
+                      n, out, c, 0);
+      GPU->device_info(&d2);
+      res[pass][0] = get(GPU, y, (size_t)n * out);
+      res[pass][1] = get(GPU, dw, (size_t)out * c);
+      used[pass][0] = d1.launches - d0.launches;
+      used[pass][1] = d2.launches - d1.launches;
+    }
+    int same = memcmp(res[0][0], res[1][0], (size_t)n * out * sizeof(float)) == 0 &&
+               memcmp(res[0][1], res[1][1], (size_t)out * c * sizeof(float)) == 0;
+    int fewer = used[0][0] < used[1][0] && used[0][1] < used[1][1];
+    printf("%-18s copy of %s: same bits %s, launches x %llu vs %llu, dy %llu vs %llu  %s\n",
+           "bf16 copies", PRODUCER[i], same ? "yes" : "NO", used[0][0], used[1][0], used[0][1],
+           used[1][1], same && fewer ? "PASS" : "FAIL");
+    CHECK(same);
+    CHECK(fewer);
+    for (int p = 0; p < 2; p++) free(res[p][0]), free(res[p][1]);
+    release(GPU);
+    free(in1), free(in2), free(gamma), free(w), free(dy), free(labels), free(host);
+  }
+}
+
+/* (b) After another op writes over a LayerNorm output, the product reads
+ * the new values, not the copy: compared with the CPU. */
+static void test_act_copy_stale(void) {
+  const int n = NTOK, c = H, out = 20;
+  size_t nc = (size_t)n * c;
+  float *x = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f), *beta = rnd(c, -1, 1);
+  float *other = rnd(nc, -1, 1), *w = rnd((size_t)out * c, -1, 1), *wsq = rnd((size_t)c * c, -1, 1);
+  int32_t *idx = rnd_ids(7, n);
+  const char *what[6] = {"tanh_fwd", "linear_fwd", "gather_bwd", "add", "scale", "copy"};
+  for (int t = 0; t < 6; t++) {
+    float *y[3];
+    for (int k = 0; k < 3; k++) {
+      const Ops *o = backend(k);
+      float *X = put(o, NULL, nc), *st = put(o, NULL, 2 * (size_t)n), *Oth = put(o, other, nc);
+      o->layernorm_fwd(X, st, st + n, put(o, x, nc), put(o, gamma, c), put(o, beta, c), n, c,
+                       1e-12f);
+      switch (t) {
+        case 0: o->tanh_fwd(X, X, nc); break;
+        case 1: o->linear_fwd(X, Oth, put(o, wsq, (size_t)c * c), NULL, n, c, c); break;
+        case 2: o->gather_bwd(X, Oth, put_ids(o, idx, 7), 7, n, c); break;
+        case 3: o->add(X, X, Oth, nc); break;
+        case 4: o->scale(X, nc, -0.5f); break;
+        case 5: o->copy(X, Oth, nc * sizeof *X); break;
+      }
+      float *Y = put(o, NULL, (size_t)n * out);
+      o->linear_fwd(Y, X, put(o, w, (size_t)out * c), NULL, n, c, out);
+      y[k] = get(o, Y, (size_t)n * out);
+      release(o);
+    }
+    char name[48];
+    snprintf(name, sizeof name, "stale after %s", what[t]);
+    compare(name, "y", y, (size_t)n * out, TOL_F32);
+  }
+  free(x), free(gamma), free(beta), free(other), free(w), free(wsq), free(idx);
+}
+
 /* ---- embeddings and gathers ---- */
 
 static void test_embed(int with_types) {
@@ -765,6 +889,8 @@ int main(void) {
   test_linear_fwd(NTOK, 37, 5, 1); /* conversions with a tail of 1 to 3 */
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   test_weight_copy();
+  test_act_copy_bits();
+  test_act_copy_stale();
   g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
   test_attention(B, S, 1);
   test_attention(2, 150, 0); /* no dropout: the probabilities converted alone */
