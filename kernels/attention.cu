@@ -54,6 +54,25 @@ static __global__ void softmax_bwd_kernel(T *out, const float *dP, const float *
   for (int j = lane; j < S; j += 32) store_as(&o[j], pr[j] * (dr[j] - fdot));
 }
 
+/* Q, K and V as bf16 operands from kept copies of their buffers (bf16
+ * products): the forward converts them once and the backward finds them
+ * again. One copy of a fused [n, 3H] buffer, or one per separate [n, H]
+ * tensor; other layouts are converted per product. */
+static void qkv_bf16(Mat *Q, Mat *K, Mat *V, size_t n, int ld, int H) {
+  if (!cuda_bf16()) return;
+  if (ld == 3 * H && K->p == Q->p + H && V->p == Q->p + 2 * H) {
+    const Mat all = mat_copy_bf16("attn qkv", *Q, n * ld);
+    if (!all.p16) return;
+    const __nv_bfloat16 *c = (const __nv_bfloat16 *)all.p16;
+    Q->p16 = c, K->p16 = c + H, V->p16 = c + 2 * H;
+    Q->same16 = K->same16 = V->same16 = true;
+  } else if (ld == H) {
+    *Q = mat_copy_bf16("attn q", *Q, n * H);
+    *K = mat_copy_bf16("attn k", *K, n * H);
+    *V = mat_copy_bf16("attn v", *V, n * H);
+  }
+}
+
 /* The dropped probabilities as the A operand of a product: in bf16 products
  * dropped and converted in one pass straight into operand buffer 0 (the
  * fp32 dropped tensor would only be converted); else dropped into fp32
@@ -83,16 +102,18 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
   const size_t all = (size_t)B * nh * SS;
-  gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Mat{q, ld, sQ, hd},
-               Mat{k, ld, sQ, hd}, 0.0f, Mat{probs, S, sP, SS}, B, nh);
+  Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
+  qkv_bf16(&Q, &K, &V, (size_t)B * S, ld, H);
+  gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Q, K, 0.0f,
+               Mat{probs, S, sP, SS}, B, nh);
   const size_t rows = (size_t)B * nh * S;
   softmax_rows_kernel<<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(probs, mask, S, nh,
                                                                              rows);
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
   float *pd = p > 0.0f && !cuda_bf16() ? (float *)cuda_scratch(all * sizeof(float)) : NULL;
   const Mat P = dropped_probs(probs, pd, all, S, sP, SS, p, key);
-  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, Mat{v, ld, sQ, hd}, 0.0f,
-               Mat{ctx, H, sC, hd}, B, nh);
+  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, V, 0.0f, Mat{ctx, H, sC, hd}, B,
+               nh);
 }
 
 /* With Pd = dropout(P): dV = Pd^T dC; dPd = dC V^T; dP = dropout'(dPd);
@@ -112,12 +133,14 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   const bool pd_fp32 = p > 0.0f && !cuda_bf16();
   float *dP = (float *)cuda_scratch((pd_fp32 ? 2 : 1) * all * sizeof(float));
   const Mat P = dropped_probs(probs, dP + all, all, S, sP, SS, p, key);
+  Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
+  qkv_bf16(&Q, &K, &V, (size_t)B * S, ld, H);
   /* dC is an operand of two products, dP below too: in bf16 converted once */
   const Mat dC = mat_bf16("attn_bwd dctx", 3, Mat{dctx, H, sC, hd}, S, hd, B, nh);
   gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, P, dC, 0.0f, Mat{dv, ld, sQ, hd}, B,
                nh);
-  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, Mat{v, ld, sQ, hd}, 0.0f,
-               Mat{dP, S, sP, SS}, B, nh);
+  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, V, 0.0f, Mat{dP, S, sP, SS},
+               B, nh);
   if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
   const size_t rows = (size_t)B * nh * S;
   const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
@@ -130,8 +153,8 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
     softmax_bwd_kernel<float><<<grid, THREADS>>>(dP, dP, probs, S, rows);
   }
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
-  gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, Mat{k, ld, sQ, hd}, 0.0f,
-               Mat{dq, ld, sQ, hd}, B, nh);
-  gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dPm, Mat{q, ld, sQ, hd}, 0.0f,
-               Mat{dk, ld, sQ, hd}, B, nh);
+  gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, K, 0.0f, Mat{dq, ld, sQ, hd}, B,
+               nh);
+  gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dPm, Q, 0.0f, Mat{dk, ld, sQ, hd}, B,
+               nh);
 }

@@ -12,6 +12,9 @@
  *   then multiplies (LayerNorm and residual + LayerNorm outputs, GELU,
  *   dropout, the gradients that feed the linear backward) write its bf16
  *   copy in the same pass (bf16_copy_for_write).
+ * - Converted operands kept: an activation a product converts (a linear
+ *   layer's input, attention's Q, K and V) is converted into a copy that
+ *   is kept (bf16_copy_make), so the backward's products find it.
  * A copy is exact: the bf16 rounding of the fp32 value, as the conversion
  * before the product gives, so results are the same bits either way. Every
  * other write to a buffer (every op's outputs, and to_device, copy, zero)
@@ -111,6 +114,14 @@ __nv_bfloat16 *bf16_copy_for_write(const float *p, size_t n) {
   reserve(c, n);
   c->valid = 1;
   return c->b;
+}
+
+const __nv_bfloat16 *bf16_copy_make(const char *what, const float *p, size_t n) {
+  const __nv_bfloat16 *have = bf16_copy_of(p, n);
+  if (have) return have;
+  __nv_bfloat16 *c = bf16_copy_for_write(p, n);
+  if (c) cuda_to_bf16(what, c, p, n);
+  return c;
 }
 
 __nv_bfloat16 *bf16_copy_for_update(const float *w, size_t extent) {

@@ -106,15 +106,31 @@ Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int
   return X;
 }
 
-/* X's bf16 matrices (rows x cols) for a product: the ones mat_bf16 made, or
- * converted now into buffer which. */
-static const __nv_bfloat16 *operand_bf16(const char *what, int which, Mat X, int rows, int cols,
-                                         int nb, int nh) {
-  if (!X.p16) return packed_bf16(what, which, X, rows, cols, nb, nh);
+/* A bf16 operand of a batched product: matrix (b, h) at p + b sb + h sh,
+ * leading dimension ld. */
+struct Op16 {
+  const __nv_bfloat16 *p;
+  int ld;
+  long long sb, sh;
+};
+
+/* X's bf16 matrices (rows x cols) for a product: its copy, or the ones
+ * mat_bf16 packed, or packed now into buffer which. */
+static Op16 operand_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int nh) {
+  if (X.p16 && X.same16) return Op16{(const __nv_bfloat16 *)X.p16, X.ld, X.sb, X.sh};
+  long long per = (long long)rows * cols; /* packed: matrix i at i * per */
+  if (!X.p16) return Op16{packed_bf16(what, which, X, rows, cols, nb, nh), cols, nh * per, per};
   if (X.rows16 != rows || X.cols16 != cols)
     die("ops: %s: operand packed as %d x %d, used as %d x %d", what, X.rows16, X.cols16, rows,
         cols);
-  return (const __nv_bfloat16 *)X.p16;
+  return Op16{(const __nv_bfloat16 *)X.p16, cols, nh * per, per};
+}
+
+Mat mat_copy_bf16(const char *what, Mat X, size_t span) {
+  if (!g_bf16) return X;
+  const __nv_bfloat16 *c = bf16_copy_make(what, X.p, span);
+  if (c) X.p16 = c, X.same16 = true;
+  return X;
 }
 
 /* a16, b16: A or B already packed as bf16 (then not read), or NULL. */
@@ -237,15 +253,13 @@ void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float
     return;
   }
   int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  const __nv_bfloat16 *a = operand_bf16(what, 0, A, ar, ac, nb, nh);
-  const __nv_bfloat16 *b = operand_bf16(what, 1, B, br, bc, nb, nh);
-  /* packed: matrix i at i * rows * cols, i.e. sb = nh * per, sh = per */
-  long long pa_per = (long long)ar * ac, pb_per = (long long)br * bc;
-  PtrSpec pa = {(const char *)a, nh * pa_per, pa_per, (int)sizeof *a};
-  PtrSpec pb = {(const char *)b, nh * pb_per, pb_per, (int)sizeof *b};
+  const Op16 a = operand_bf16(what, 0, A, ar, ac, nb, nh);
+  const Op16 b = operand_bf16(what, 1, B, br, bc, nb, nh);
+  PtrSpec pa = {(const char *)a.p, a.sb, a.sh, (int)sizeof *a.p};
+  PtrSpec pb = {(const char *)b.p, b.sb, b.sh, (int)sizeof *b.p};
   const void **p = grid_ptrs(what, pa, pb, pc, nh, count);
   GEMM_CHECK(cublasGemmBatchedEx(cuda_blas(), ob, oa, n, m, k, &alpha, p + count, CUDA_R_16BF,
-                                   bc, p, CUDA_R_16BF, ac, &beta, (void *const *)(p + 2 * count),
+                                   b.ld, p, CUDA_R_16BF, a.ld, &beta, (void *const *)(p + 2 * count),
                                    CUDA_R_32F, C.ld, count, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT),
                "%s bf16 gemm batched (m=%d n=%d k=%d ldc=%d ta=%d tb=%d count=%d)", what, m, n, k,
@@ -291,10 +305,13 @@ static void colsum_acc(const char *what, float *acc, const float *x, int rows, i
 
 /* A contiguous rows x cols operand p of a linear layer (weight, input or
  * output gradient) as bf16: its bf16 copy when there is a valid one
- * (bf16_copies.cu), else converted now into buffer which. */
+ * (bf16_copies.cu), else converted now: an input x into a copy that is
+ * kept (the backward's weight gradient multiplies it again), anything
+ * else into buffer which. */
 static const __nv_bfloat16 *linear_bf16(const char *what, int which, const float *p, int rows,
-                                        int cols) {
-  const __nv_bfloat16 *c = bf16_copy_of(p, (size_t)rows * cols);
+                                        int cols, bool keep = false) {
+  size_t n = (size_t)rows * cols;
+  const __nv_bfloat16 *c = keep ? bf16_copy_make(what, p, n) : bf16_copy_of(p, n);
   return c ? c : packed_bf16(what, which, Mat{p, cols, 0, 0}, rows, cols, 1, 1);
 }
 
@@ -306,7 +323,7 @@ static int linear_fwd_lt(float *y, const float *x, const float *w, const float *
                  LT_BIAS, (float *)b};
   if (g_bf16) {
     p.A = linear_bf16("linear_fwd w", 0, w, out, in);
-    p.B = linear_bf16("linear_fwd x", 1, x, n, in);
+    p.B = linear_bf16("linear_fwd x", 1, x, n, in, true);
     p.bf16 = true;
   }
   return lt_matmul(&p);
@@ -325,8 +342,9 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
     beta = 1.0f;
   }
   if (g_bf16)
-    gemm_bf16("linear_fwd", false, true, n, out, in, 1.0f, x, linear_bf16("linear_fwd x", 0, x, n, in),
-              in, 0, w, linear_bf16("linear_fwd w", 1, w, out, in), in, 0, beta, y, out, 0, 1);
+    gemm_bf16("linear_fwd", false, true, n, out, in, 1.0f, x,
+              linear_bf16("linear_fwd x", 0, x, n, in, true), in, 0, w,
+              linear_bf16("linear_fwd w", 1, w, out, in), in, 0, beta, y, out, 0, 1);
   else
     gemm_rm("linear_fwd", false, true, n, out, in, 1.0f, x, in, 0, w, in, 0, beta, y, out, 0, 1);
 }

@@ -152,14 +152,20 @@ struct Mat {
   long long sb, sh;
   /* bf16 products: the matrices already packed as bf16 by mat_bf16 (rows x
    * cols each, one after another), so that an operand of two products is
-   * converted once; NULL otherwise. */
+   * converted once; NULL otherwise. same16: p16 is laid out as p is (ld,
+   * sb, sh: a bf16 copy of the buffer, bf16_copies.cu), not packed. */
   const void *p16 = nullptr;
   int rows16 = 0, cols16 = 0;
+  bool same16 = false;
 };
 /* X with its rows x cols matrices packed as bf16 into buffer which (2 or
  * 3; 0 and 1 are the products' own) when bf16 products are on; X as it is
  * otherwise. */
 Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int nh);
+/* X with p16 its kept bf16 copy (same16) of the span elements from X.p,
+ * made now unless valid (bf16_copy_make); X as it is without bf16
+ * products or room for the copy. */
+Mat mat_copy_bf16(const char *what, Mat X, size_t span);
 /* gemm_rm over nb x nh products (b, h) in one cuBLAS call: C(b,h) =
  * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h). */
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
@@ -203,6 +209,9 @@ const __nv_bfloat16 *bf16_copy_of(const float *p, size_t n);
 __nv_bfloat16 *bf16_copy_for_write(const float *p, size_t n);
 void bf16_copies_written(const void *p, size_t bytes);
 __nv_bfloat16 *bf16_copy_for_update(const float *w, size_t extent);
+/* bf16_copy_make: the valid copy of p[0, n), else one made now (converted)
+ *   and kept; NULL when there is no room for one (bf16 products only). */
+const __nv_bfloat16 *bf16_copy_make(const char *what, const float *p, size_t n);
 void bf16_copies_forget(const void *p);
 /* The product's output or other fp32 output of an op: its copies go stale. */
 #define WRITES(p, count) bf16_copies_written((p), (size_t)(count) * sizeof(float))

@@ -331,15 +331,16 @@ static void test_act_copy_bits(void) {
     for (int pass = 0; pass < 2; pass++) {
       produce(i, X, n, c, put(GPU, in1, nc), put(GPU, in2, nc), put(GPU, gamma, c),
               put(GPU, NULL, 2 * (size_t)n), put_ids(GPU, labels, n));
-      if (pass == 1) { /* the same values, uploaded: the copy is stale */
-        GPU->to_host(host, X, nc * sizeof *host);
-        GPU->to_device(X, host, nc * sizeof *host);
-      }
+      GPU->to_host(host, X, nc * sizeof *host);
       GPU->zero(dw, (size_t)out * c * sizeof *dw); /* dw accumulates */
+      /* pass 1: X's values uploaded again before each product, which makes
+       * any copy stale (the first product keeps the copy it converts) */
+      if (pass == 1) GPU->to_device(X, host, nc * sizeof *host);
       DeviceInfo d0, d1, d2;
       GPU->device_info(&d0);
       /* X as the input x, then as the output gradient dy of a [c -> out] and an [out -> c] layer */
       GPU->linear_fwd(y, X, put(GPU, w, (size_t)out * c), NULL, n, c, out);
+      if (pass == 1) GPU->to_device(X, host, nc * sizeof *host);
       GPU->device_info(&d1);
       GPU->linear_bwd(NULL, dw, NULL, X, put(GPU, dy, (size_t)n * out), put(GPU, w, (size_t)out * c),
                       n, out, c, 0);
