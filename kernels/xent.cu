@@ -5,34 +5,48 @@
 
 #include "ops_cuda_internal.cuh"
 
+/* Running maximum m (first index arg) and s = sum of exp(x - m) in
+ * double, over some of a row's elements; two merge into one (online
+ * softmax), so the row is read once, not once for the maximum and once
+ * for the sum. */
+struct RowLse {
+  float m;
+  int arg; /* 0x7fffffff: no element yet */
+  double s;
+};
+
+/* The larger maximum wins (on a tie the smaller index: the first argmax),
+ * the other sum rescaled to it. */
+__device__ static inline RowLse lse_merge(RowLse a, RowLse b) {
+  if (b.arg == 0x7fffffff) return a;
+  if (a.arg == 0x7fffffff) return b;
+  bool b_wins = b.m > a.m || (b.m == a.m && b.arg < a.arg);
+  RowLse hi = b_wins ? b : a, lo = b_wins ? a : b;
+  hi.s += lo.s * exp((double)lo.m - hi.m);
+  return hi;
+}
+
 /* Row maximum with its first index, and log of the sum of exp(x - max),
  * for the whole block (every thread gets the same values). */
 __device__ static void row_max_lse(const float *x, int v, float *mx_out, int *arg_out,
                                    double *log_sum) {
-  __shared__ float pv[32];
-  __shared__ int pi[32];
-  float mx = -INFINITY;
-  int arg = 0x7fffffff;
-  for (int j = threadIdx.x; j < v; j += blockDim.x)
-    if (x[j] > mx || arg == 0x7fffffff) mx = x[j], arg = j;
-  /* keep the larger value; on a tie the smaller index (first argmax) */
+  __shared__ RowLse part[32];
+  RowLse r = {-INFINITY, 0x7fffffff, 0.0};
+  for (int j = threadIdx.x; j < v; j += blockDim.x) r = lse_merge(r, RowLse{x[j], j, 1.0});
   for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, mx, o);
-    int oi = __shfl_xor_sync(0xffffffffu, arg, o);
-    if (ov > mx || (ov == mx && oi < arg)) mx = ov, arg = oi;
+    RowLse other = {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.arg, o),
+                    __shfl_xor_sync(0xffffffffu, r.s, o)};
+    /* the same pair merged in the same order in both lanes */
+    r = (threadIdx.x & o) ? lse_merge(other, r) : lse_merge(r, other);
   }
+  __syncthreads(); /* earlier readers of part are done */
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = r;
   __syncthreads();
-  if ((threadIdx.x & 31) == 0) pv[threadIdx.x >> 5] = mx, pi[threadIdx.x >> 5] = arg;
-  __syncthreads();
-  mx = pv[0];
-  arg = pi[0];
-  for (unsigned w = 1; w < blockDim.x >> 5; w++)
-    if (pv[w] > mx || (pv[w] == mx && pi[w] < arg)) mx = pv[w], arg = pi[w];
-  double s = 0.0;
-  for (int j = threadIdx.x; j < v; j += blockDim.x) s += exp((double)x[j] - mx);
-  *mx_out = mx;
-  *arg_out = arg;
-  *log_sum = log(block_sum(s));
+  r = part[0];
+  for (unsigned w = 1; w < blockDim.x >> 5; w++) r = lse_merge(r, part[w]);
+  *mx_out = r.m;
+  *arg_out = r.arg;
+  *log_sum = log(r.s);
 }
 
 static __global__ void xent_rows_kernel(double *loss, int *hit, const float *logits,
