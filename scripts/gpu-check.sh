@@ -83,7 +83,7 @@ for m in mini base; do
 done
 for m in mini base; do
   echo "where bert-$m bf16 spends its time (profile-$m.log):"
-  grep '^profile:' "$LOG/profile-$m.log" 2>/dev/null | sed -n 3,10p
+  grep '^profile:' "$LOG/profile-$m.log" 2>/dev/null | sed -n 3,15p
 done
 grep "B=64 " "$LOG/hf-baseline.log" 2>/dev/null | awk '{ printf "  hf       %-10s %-5s %s\n", $1, $2, $8 }'
 exit $FAILED

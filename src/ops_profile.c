@@ -9,9 +9,16 @@
 
 typedef struct ProfEntry {
   char key[80];
-  double seconds;
+  double seconds, flops, bytes;
   long calls;
 } ProfEntry;
+
+/* The least work an op does: FLOPs of its products, and bytes of its fp32
+ * tensors read and written once each (the floor of its memory traffic; a
+ * backend may move more, or less with bf16 copies). */
+typedef struct Work {
+  double flops, bytes;
+} Work;
 
 #define MAX_ENTRIES 256
 
@@ -19,18 +26,16 @@ static const Ops *g_inner;
 static ProfEntry g_entries[MAX_ENTRIES];
 static int g_count;
 
-static double prof_begin(void) {
-  g_inner->sync();
-  return now_seconds();
-}
+/* Timing marks 2 and 3 (bench's steps use 0 and 1): the op's time on the
+ * device's clock. */
+static void prof_begin(void) { g_inner->mark(2); }
 
-/* Adds the time since t0 to the entry "op shape". */
-static void prof_end(double t0, const char *op, const char *shape_fmt, ...)
-    PRINTF_LIKE(3, 4);
+/* Adds the op's time and work to the entry "op shape". */
+static void prof_end(Work w, const char *op, const char *shape_fmt, ...) PRINTF_LIKE(3, 4);
 
-static void prof_end(double t0, const char *op, const char *shape_fmt, ...) {
-  g_inner->sync();
-  double dt = now_seconds() - t0;
+static void prof_end(Work w, const char *op, const char *shape_fmt, ...) {
+  g_inner->mark(3);
+  double dt = g_inner->mark_ms(2, 3) * 1e-3;
   char key[80];
   int n = snprintf(key, sizeof key, "%s ", op);
   va_list ap;
@@ -44,119 +49,140 @@ static void prof_end(double t0, const char *op, const char *shape_fmt, ...) {
     else snprintf(g_entries[g_count++].key, sizeof g_entries[0].key, "%s", key);
   }
   g_entries[i].seconds += dt;
+  g_entries[i].flops += w.flops;
+  g_entries[i].bytes += w.bytes;
   g_entries[i].calls++;
 }
 
-/* One wrapper per op: time the inner op under a key of its name and shape. */
-#define TIMED(call, ...)                    \
-  do {                                      \
-    double t0_ = prof_begin();              \
-    g_inner->call;                          \
-    prof_end(t0_, __VA_ARGS__);             \
+/* One wrapper per op: time the inner op under a key of its name and
+ * shape, with its work: FLOPs, and fp32 elements read plus written. */
+#define TIMED(call, flops, elems, ...)                  \
+  do {                                                  \
+    prof_begin();                                       \
+    g_inner->call;                                      \
+    Work w_ = {(double)(flops), 4.0 * (double)(elems)}; \
+    prof_end(w_, __VA_ARGS__);                          \
   } while (0)
 
 static void p_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                          int out) {
-  TIMED(linear_fwd(y, x, w, b, n, in, out), "linear_fwd", "%d x %d -> %d", n, in, out);
+  TIMED(linear_fwd(y, x, w, b, n, in, out), 2.0 * n * in * out,
+        (double)n * in + (double)out * in + (double)n * out, "linear_fwd", "%d x %d -> %d", n, in, out);
 }
 static void p_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                          const float *w, int n, int in, int out, int acc) {
-  TIMED(linear_bwd(dx, dw, db, dy, x, w, n, in, out, acc), "linear_bwd", "%d x %d -> %d%s", n,
+  TIMED(linear_bwd(dx, dw, db, dy, x, w, n, in, out, acc),
+        ((dx ? 2.0 : 0.0) + (dw ? 2.0 : 0.0)) * n * in * out,
+        (double)n * out + (dx ? (double)n * in + (double)out * in : 0.0) +
+            (dw ? (double)n * in + 2.0 * out * in : 0.0),
+        "linear_bwd", "%d x %d -> %d%s", n,
         in, out, dx ? "" : " (no dx)");
 }
 static void p_embed_fwd(float *out, const int32_t *wid, const int32_t *tid, const float *wte,
                         const float *wpe, const float *wtt, int B, int S, int H, int vocab,
                         int ntypes) {
-  TIMED(embed_fwd(out, wid, tid, wte, wpe, wtt, B, S, H, vocab, ntypes), "embed_fwd",
+  TIMED(embed_fwd(out, wid, tid, wte, wpe, wtt, B, S, H, vocab, ntypes), 0,
+        4.0 * B * S * H, "embed_fwd",
         "%d x %d x %d", B, S, H);
 }
 static void p_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
                         const int32_t *wid, const int32_t *tid, int B, int S, int H) {
-  TIMED(embed_bwd(dwte, dwpe, dwtt, dout, wid, tid, B, S, H), "embed_bwd", "%d x %d x %d", B,
+  TIMED(embed_bwd(dwte, dwpe, dwtt, dout, wid, tid, B, S, H), 0, 2.0 * B * S * H, "embed_bwd", "%d x %d x %d", B,
         S, H);
 }
 static void p_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                             const float *gamma, const float *beta, int n, int c, float eps) {
-  TIMED(layernorm_fwd(out, mean, rstd, x, gamma, beta, n, c, eps), "layernorm_fwd", "%d x %d",
+  TIMED(layernorm_fwd(out, mean, rstd, x, gamma, beta, n, c, eps), 0, 2.0 * n * c,
+        "layernorm_fwd", "%d x %d",
         n, c);
 }
 static void p_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                             const float *x, const float *mean, const float *rstd,
                             const float *gamma, int n, int c) {
-  TIMED(layernorm_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c), "layernorm_bwd",
+  TIMED(layernorm_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c), 0, 3.0 * n * c,
+        "layernorm_bwd",
         "%d x %d", n, c);
 }
 static void p_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, const float *y,
                               const float *res, const float *gamma, const float *beta, int n,
                               int c, float eps, float p, DropoutKey key) {
-  TIMED(residual_ln_fwd(out, sum, mean, rstd, y, res, gamma, beta, n, c, eps, p, key),
-        "residual_ln_fwd", "%d x %d", n, c);
+  TIMED(residual_ln_fwd(out, sum, mean, rstd, y, res, gamma, beta, n, c, eps, p, key), 0,
+        4.0 * n * c, "residual_ln_fwd", "%d x %d", n, c);
 }
 static void p_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
                               const float *dy, const float *sum, const float *mean,
                               const float *rstd, const float *gamma, int n, int c, float p,
                               DropoutKey key) {
-  TIMED(residual_ln_bwd(dx, dbranch, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, p, key),
-        "residual_ln_bwd", "%d x %d", n, c);
+  TIMED(residual_ln_bwd(dx, dbranch, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, p, key), 0,
+        (dbranch ? 4.0 : 3.0) * n * c, "residual_ln_bwd", "%d x %d", n, c);
 }
 static void p_add(float *out, const float *a, const float *b, size_t n) {
-  TIMED(add(out, a, b, n), "add", "%zu", n);
+  TIMED(add(out, a, b, n), 0, 3.0 * n, "add", "%zu", n);
 }
 static void p_gelu_fwd(float *out, const float *x, size_t n) {
-  TIMED(gelu_fwd(out, x, n), "gelu_fwd", "%zu", n);
+  TIMED(gelu_fwd(out, x, n), 0, 2.0 * n, "gelu_fwd", "%zu", n);
 }
 static void p_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-  TIMED(gelu_bwd(dx, dy, x, n), "gelu_bwd", "%zu", n);
+  TIMED(gelu_bwd(dx, dy, x, n), 0, 3.0 * n, "gelu_bwd", "%zu", n);
 }
 static void p_tanh_fwd(float *out, const float *x, size_t n) {
-  TIMED(tanh_fwd(out, x, n), "tanh_fwd", "%zu", n);
+  TIMED(tanh_fwd(out, x, n), 0, 2.0 * n, "tanh_fwd", "%zu", n);
 }
 static void p_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
-  TIMED(tanh_bwd(dx, dy, y, n), "tanh_bwd", "%zu", n);
+  TIMED(tanh_bwd(dx, dy, y, n), 0, 3.0 * n, "tanh_bwd", "%zu", n);
 }
-static void p_scale(float *x, size_t n, float s) { TIMED(scale(x, n, s), "scale", "%zu", n); }
+static void p_scale(float *x, size_t n, float s) { TIMED(scale(x, n, s), 0, 2.0 * n, "scale", "%zu", n); }
 static void p_dropout_fwd(float *out, const float *x, size_t n, float p, DropoutKey k) {
-  TIMED(dropout_fwd(out, x, n, p, k), "dropout_fwd", "%zu", n);
+  TIMED(dropout_fwd(out, x, n, p, k), 0, 2.0 * n, "dropout_fwd", "%zu", n);
 }
 static void p_dropout_bwd(float *dx, const float *dy, size_t n, float p, DropoutKey k) {
-  TIMED(dropout_bwd(dx, dy, n, p, k), "dropout_bwd", "%zu", n);
+  TIMED(dropout_bwd(dx, dy, n, p, k), 0, 2.0 * n, "dropout_bwd", "%zu", n);
 }
 static void p_attn_fwd(float *ctx, float *probs, const float *q, const float *k, const float *v,
                        int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                        DropoutKey key) {
-  TIMED(attn_fwd(ctx, probs, q, k, v, ld, mask, B, S, nh, hd, p, key), "attn_fwd",
+  TIMED(attn_fwd(ctx, probs, q, k, v, ld, mask, B, S, nh, hd, p, key),
+        4.0 * B * S * S * nh * hd, 4.0 * B * S * nh * hd + 2.0 * B * nh * S * S, "attn_fwd",
         "B=%d S=%d heads=%d x %d", B, S, nh, hd);
 }
 static void p_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
                        const float *q, const float *k, const float *v, int ld, int B, int S,
                        int nh, int hd, float p, DropoutKey key) {
-  TIMED(attn_bwd(dq, dk, dv, dctx, probs, q, k, v, ld, B, S, nh, hd, p, key), "attn_bwd",
+  TIMED(attn_bwd(dq, dk, dv, dctx, probs, q, k, v, ld, B, S, nh, hd, p, key),
+        8.0 * B * S * S * nh * hd, 7.0 * B * S * nh * hd + 3.0 * B * nh * S * S, "attn_bwd",
         "B=%d S=%d heads=%d x %d", B, S, nh, hd);
 }
 static void p_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c) {
-  TIMED(gather_fwd(out, x, idx, n, rows, c), "gather_fwd", "%d of %d x %d", n, rows, c);
+  TIMED(gather_fwd(out, x, idx, n, rows, c), 0, 2.0 * n * c, "gather_fwd", "%d of %d x %d", n, rows, c);
 }
 static void p_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows,
                          int c) {
-  TIMED(gather_bwd(dx, dout, idx, n, rows, c), "gather_bwd", "%d of %d x %d", n, rows, c);
+  TIMED(gather_bwd(dx, dout, idx, n, rows, c), 0, 3.0 * n * c, "gather_bwd", "%d of %d x %d", n, rows, c);
 }
 static void p_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  TIMED(xent_fwd(out, logits, labels, n, v), "xent_fwd", "%d x %d", n, v);
+  TIMED(xent_fwd(out, logits, labels, n, v), 0, (double)n * v, "xent_fwd", "%d x %d", n, v);
 }
 static void p_xent_bwd(float *dl, const float *logits, const int32_t *labels, int n, int v,
                        float scale) {
-  TIMED(xent_bwd(dl, logits, labels, n, v, scale), "xent_bwd", "%d x %d", n, v);
+  TIMED(xent_bwd(dl, logits, labels, n, v, scale), 0, 2.0 * n * v, "xent_bwd", "%d x %d", n, v);
 }
+/* The optimizer reads w, g, m, v and writes w, m, v over the ranges. */
+static double range_elems(const ParamRange *r, int nr) {
+  double n = 0;
+  for (int i = 0; i < nr; i++) n += (double)r[i].count;
+  return n;
+}
+
 static void p_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                     const OptParams *o) {
-  TIMED(adamw(w, g, m, v, r, nr, o), "adamw", "%d ranges", nr);
+  TIMED(adamw(w, g, m, v, r, nr, o), 0, 7.0 * range_elems(r, nr), "adamw", "%d ranges", nr);
 }
 static void p_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                    const OptParams *o) {
-  TIMED(lamb(w, g, m, v, r, nr, o), "lamb", "%d ranges", nr);
+  TIMED(lamb(w, g, m, v, r, nr, o), 0, 7.0 * range_elems(r, nr), "lamb", "%d ranges", nr);
 }
 static void p_sumsq(float *out, const float *x, size_t n) {
-  TIMED(sumsq(out, x, n), "sumsq", "%zu", n);
+  TIMED(sumsq(out, x, n), 0, (double)n, "sumsq", "%zu", n);
 }
 
 const Ops *ops_profiled(const Ops *inner) {
@@ -206,12 +232,17 @@ void ops_profile_print(FILE *f, int steps) {
   double total = 0;
   for (int i = 0; i < g_count; i++) total += g_entries[i].seconds;
   qsort(g_entries, (size_t)g_count, sizeof *g_entries, by_time);
-  fprintf(f, "profile: ops by time (device synchronised around each op), per step:\n");
-  fprintf(f, "profile: %9s %6s %7s  %s\n", "ms", "share", "calls", "op and shape");
+  fprintf(f, "profile: ops by time on the device's clock (each op timed alone), per step;\n"
+             "profile: TFLOP/s of the products, GB/s of the op's fp32 tensors read and written once\n");
+  fprintf(f, "profile: %9s %6s %7s %8s %8s  %s\n", "ms", "share", "calls", "TFLOP/s", "GB/s",
+          "op and shape");
   for (int i = 0; i < g_count; i++) {
     const ProfEntry *e = &g_entries[i];
-    fprintf(f, "profile: %9.3f %5.1f%% %7.1f  %s\n", e->seconds * 1e3 / steps,
-            total > 0 ? 100 * e->seconds / total : 0.0, (double)e->calls / steps, e->key);
+    char tf[16] = "-";
+    if (e->flops > 0 && e->seconds > 0) snprintf(tf, sizeof tf, "%.1f", e->flops / e->seconds / 1e12);
+    fprintf(f, "profile: %9.3f %5.1f%% %7.1f %8s %8.0f  %s\n", e->seconds * 1e3 / steps,
+            total > 0 ? 100 * e->seconds / total : 0.0, (double)e->calls / steps, tf,
+            e->seconds > 0 ? e->bytes / e->seconds / 1e9 : 0.0, e->key);
   }
   fprintf(f, "profile: %9.3f %5.1f%% %7s  all ops\n", total * 1e3 / steps, 100.0, "");
 }

@@ -1,8 +1,10 @@
-/* A profiling ops table: every op of an inner table, timed from the host
- * with the device synchronised before and after, and added up per op and
- * shape. The syncs cost time of their own (each op waits for the last), so
- * the totals show where the time goes, not the speed of an unprofiled run.
- * Used by bench --profile. */
+/* A profiling ops table: every op of an inner table, timed alone on the
+ * device's clock (timing marks 2 and 3 around it; the host waits for each
+ * op), and added up per op and shape with its work: FLOPs of its products
+ * and the bytes of its fp32 tensors read and written once (the floor of its
+ * traffic), so the table shows each op's TFLOP/s and GB/s. Waiting per op
+ * leaves the device idle between ops, so the total shows where the time
+ * goes, not the speed of an unprofiled run. Used by bench --profile. */
 #ifndef BERTRAIN_OPS_PROFILE_H
 #define BERTRAIN_OPS_PROFILE_H
 

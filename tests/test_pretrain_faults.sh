@@ -131,4 +131,12 @@ cat bench.out
 grep -q "sequences/s over 2 ranks" bench.out && grep -q "in the all-reduce" bench.out &&
   grep -q "waiting for data" bench.out && pass || fail "bench output lacks the split: $(cat bench.out)"
 
+# ---- bench --profile: per op and shape, the products' TFLOP/s and every op's GB/s ----
+"$BERTRAIN" bench --config "$CFG" --batch 4 --steps 2 --warmup 1 --profile > prof.out 2> prof.err &&
+  pass || fail "bench --profile: $(cat prof.err)"
+# a product: ms, share, calls, a TFLOP/s figure and a positive GB/s; the total line last
+awk '/^profile: .* linear_fwd / && $5 ~ /^[0-9.]+$/ && $6 > 0 { ok = 1 } END { exit !ok }' prof.out &&
+  grep -q "^profile: .* all ops$" prof.out && pass ||
+  fail "bench --profile lacks a product's TFLOP/s and GB/s: $(grep profile: prof.out | head -5)"
+
 finish
