@@ -4,85 +4,75 @@
  * everything between the products runs in one launch too: softmax rows,
  * dropout (its element index is the flat index into probs [B, nh, S, S],
  * so it is the elementwise dropout of the whole tensor) and the softmax
- * backward. Dropped probabilities and their gradient live in scratch
- * memory of probs' size. */
+ * backward. Q, K, V, ctx, probs and the gradients are activations: fp32,
+ * or bf16 activation buffers (activations.cu), which the bf16 products
+ * read and write as they are. Dropped probabilities and their gradient
+ * live in scratch memory of probs' size. */
 #include <math.h>
 
 #include "ops_cuda_internal.cuh"
 
 /* One warp per row of probs [B, nh, S, S] (in place): add the mask, then
  * softmax with the max taken out and the sum in double. */
-static __global__ void softmax_rows_kernel(float *P, const int32_t *mask, int S, int nh,
+template <class T>
+static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int nh,
                                            size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   const int lane = threadIdx.x % 32;
-  float *row = P + R * S;
+  T *row = P + R * S;
   const int32_t *mrow = mask ? mask + (R / S / nh) * S : NULL;
   float mx = -INFINITY;
   for (int j = lane; j < S; j += 32) {
-    float v = row[j];
+    float v = ldf(&row[j]);
     if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
-    row[j] = v;
     mx = fmaxf(mx, v);
   }
   mx = warp_max(mx);
   double sum = 0.0;
   for (int j = lane; j < S; j += 32) {
-    float e = expf(row[j] - mx);
-    row[j] = e;
-    sum += e;
+    float v = ldf(&row[j]);
+    if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
+    sum += expf(v - mx);
   }
   float inv = (float)(1.0 / warp_sum(sum));
-  for (int j = lane; j < S; j += 32) row[j] *= inv;
+  for (int j = lane; j < S; j += 32) {
+    float v = ldf(&row[j]);
+    if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
+    store_as(&row[j], expf(v - mx) * inv);
+  }
 }
 
 /* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)) into
  * out: dP itself (in place), or its bf16 operand buffer when dS is only
  * that (bf16 products). */
-template <class T>
-static __global__ void softmax_bwd_kernel(T *out, const float *dP, const float *probs, int S,
+template <class TO, class TP>
+static __global__ void softmax_bwd_kernel(TO *out, const float *dP, const TP *probs, int S,
                                           size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   const int lane = threadIdx.x % 32;
-  const float *pr = probs + R * S, *dr = dP + R * S;
-  T *o = out + R * S;
+  const TP *pr = probs + R * S;
+  const float *dr = dP + R * S;
+  TO *o = out + R * S;
   double dot = 0.0;
-  for (int j = lane; j < S; j += 32) dot += (double)pr[j] * dr[j];
+  for (int j = lane; j < S; j += 32) dot += (double)ldf(&pr[j]) * dr[j];
   float fdot = (float)warp_sum(dot);
-  for (int j = lane; j < S; j += 32) store_as(&o[j], pr[j] * (dr[j] - fdot));
-}
-
-/* Q, K and V as bf16 operands from kept copies of their buffers (bf16
- * products): the forward converts them once and the backward finds them
- * again. One copy of a fused [n, 3H] buffer, or one per separate [n, H]
- * tensor; other layouts are converted per product. */
-static void qkv_bf16(Mat *Q, Mat *K, Mat *V, size_t n, int ld, int H) {
-  if (!cuda_bf16()) return;
-  if (ld == 3 * H && K->p == Q->p + H && V->p == Q->p + 2 * H) {
-    const Mat all = mat_copy_bf16("attn qkv", *Q, n * ld);
-    if (!all.p16) return;
-    const __nv_bfloat16 *c = (const __nv_bfloat16 *)all.p16;
-    Q->p16 = c, K->p16 = c + H, V->p16 = c + 2 * H;
-    Q->same16 = K->same16 = V->same16 = true;
-  } else if (ld == H) {
-    *Q = mat_copy_bf16("attn q", *Q, n * H);
-    *K = mat_copy_bf16("attn k", *K, n * H);
-    *V = mat_copy_bf16("attn v", *V, n * H);
-  }
+  for (int j = lane; j < S; j += 32) store_as(&o[j], ldf(&pr[j]) * (dr[j] - fdot));
 }
 
 /* The dropped probabilities as the A operand of a product: in bf16 products
- * dropped and converted in one pass straight into operand buffer 0 (the
- * fp32 dropped tensor would only be converted); else dropped into fp32
- * scratch at pd (probs itself when p = 0). */
+ * dropped and converted in one pass straight into operand buffer 0 (an
+ * fp32 or bf16 dropped tensor would only be read once); else dropped into
+ * fp32 scratch at pd (probs itself when p = 0). */
 static Mat dropped_probs(const float *probs, float *pd, size_t all, int S, long long sP,
                          long long SS, float p, DropoutKey key) {
   Mat P = {probs, S, sP, SS};
   if (cuda_bf16()) {
     __nv_bfloat16 *p16 = bf16_buffer(0, all);
-    cuda_dropout_to_bf16(p16, probs, all, p, key);
+    bool x16 = is_act16(probs);
+    cuda_dropout_to_bf16(p16, x16 ? (const void *)act16(probs) : (const void *)probs, x16, all, p,
+                         key);
     P.p16 = p16, P.rows16 = S, P.cols16 = S;
   } else if (p > 0.0f) {
     cuda_dropout_fwd(pd, probs, all, p, key);
@@ -91,29 +81,51 @@ static Mat dropped_probs(const float *probs, float *pd, size_t all, int S, long 
   return P;
 }
 
-
 void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, const float *v,
                    int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                    DropoutKey key) {
   ops_check_attn("attn_fwd", ld, B, S, nh, hd, p);
+  act_bf16("attn_fwd", {ctx, probs, q, k, v}); /* one kind, or die */
   WRITES(ctx, (size_t)B * S * nh * hd);
   WRITES(probs, (size_t)B * nh * S * S);
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
   const size_t all = (size_t)B * nh * SS;
-  Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
-  qkv_bf16(&Q, &K, &V, (size_t)B * S, ld, H);
-  gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Q, K, 0.0f,
-               Mat{probs, S, sP, SS}, B, nh);
+  gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Mat{q, ld, sQ, hd},
+               Mat{k, ld, sQ, hd}, 0.0f, Mat{probs, S, sP, SS}, B, nh);
   const size_t rows = (size_t)B * nh * S;
-  softmax_rows_kernel<<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(probs, mask, S, nh,
-                                                                             rows);
+  by_act("attn_fwd", {probs}, [&](auto t) {
+    using T = decltype(t);
+    softmax_rows_kernel<T><<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(
+        tp<T>(probs), mask, S, nh, rows);
+  });
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
   float *pd = p > 0.0f && !cuda_bf16() ? (float *)cuda_scratch(all * sizeof(float)) : NULL;
   const Mat P = dropped_probs(probs, pd, all, S, sP, SS, p, key);
-  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, V, 0.0f, Mat{ctx, H, sC, hd}, B,
-               nh);
+  gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, Mat{v, ld, sQ, hd}, 0.0f,
+               Mat{ctx, H, sC, hd}, B, nh);
+}
+
+/* dS from dP (fp32 scratch) and probs: in place in dP, or (bf16 products)
+ * into operand buffer 2; returns dS as the operand of the next products. */
+static Mat softmax_backward(float *dP, const float *probs, size_t all, int B, int S, int nh,
+                            long long sP, long long SS) {
+  const size_t rows = (size_t)B * nh * S;
+  const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
+  Mat dS = {dP, S, sP, SS};
+  by_act("attn_bwd", {probs}, [&](auto t) {
+    using TP = decltype(t);
+    if (cuda_bf16()) {
+      __nv_bfloat16 *d16 = bf16_buffer(2, all);
+      softmax_bwd_kernel<__nv_bfloat16, TP><<<grid, THREADS>>>(d16, dP, tp<TP>(probs), S, rows);
+      dS.p16 = d16, dS.rows16 = S, dS.cols16 = S;
+    } else {
+      softmax_bwd_kernel<float, TP><<<grid, THREADS>>>(dP, dP, tp<TP>(probs), S, rows);
+    }
+  });
+  LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
+  return dS;
 }
 
 /* With Pd = dropout(P): dV = Pd^T dC; dPd = dC V^T; dP = dropout'(dPd);
@@ -123,6 +135,7 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key) {
   ops_check_attn("attn_bwd", ld, B, S, nh, hd, p);
+  act_bf16("attn_bwd", {dq, dk, dv, dctx, probs, q, k, v}); /* one kind, or die */
   WRITES(dq, (size_t)B * S * ld);
   WRITES(dk, (size_t)B * S * ld);
   WRITES(dv, (size_t)B * S * ld);
@@ -133,28 +146,17 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   const bool pd_fp32 = p > 0.0f && !cuda_bf16();
   float *dP = (float *)cuda_scratch((pd_fp32 ? 2 : 1) * all * sizeof(float));
   const Mat P = dropped_probs(probs, dP + all, all, S, sP, SS, p, key);
-  Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
-  qkv_bf16(&Q, &K, &V, (size_t)B * S, ld, H);
-  /* dC is an operand of two products, dP below too: in bf16 converted once */
+  const Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
+  /* dC is an operand of two products, dS below too: in bf16 converted once */
   const Mat dC = mat_bf16("attn_bwd dctx", 3, Mat{dctx, H, sC, hd}, S, hd, B, nh);
   gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, P, dC, 0.0f, Mat{dv, ld, sQ, hd}, B,
                nh);
   gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, V, 0.0f, Mat{dP, S, sP, SS},
                B, nh);
   if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
-  const size_t rows = (size_t)B * nh * S;
-  const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
-  Mat dPm = {dP, S, sP, SS};
-  if (cuda_bf16()) {
-    __nv_bfloat16 *d16 = bf16_buffer(2, all);
-    softmax_bwd_kernel<__nv_bfloat16><<<grid, THREADS>>>(d16, dP, probs, S, rows);
-    dPm.p16 = d16, dPm.rows16 = S, dPm.cols16 = S;
-  } else {
-    softmax_bwd_kernel<float><<<grid, THREADS>>>(dP, dP, probs, S, rows);
-  }
-  LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
-  gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dPm, K, 0.0f, Mat{dq, ld, sQ, hd}, B,
+  const Mat dS = softmax_backward(dP, probs, all, B, S, nh, sP, SS);
+  gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dS, K, 0.0f, Mat{dq, ld, sQ, hd}, B,
                nh);
-  gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dPm, Q, 0.0f, Mat{dk, ld, sQ, hd}, B,
+  gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dS, Q, 0.0f, Mat{dk, ld, sQ, hd}, B,
                nh);
 }

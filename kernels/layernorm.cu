@@ -1,76 +1,74 @@
 /* LayerNorm over the last dimension. Row statistics: one warp per row
  * with fixed-shape warp sums in double (as the CPU backend sums in double).
  * dgamma / dbeta: column sums over fixed row chunks, then the chunk
- * partials in order. */
+ * partials in order. Activations (x, out, sum, y, res, dx, dy, dbranch) are
+ * fp32 or bf16 (T; activations.cu); gamma, beta, their gradients and the
+ * row statistics are fp32. */
 #include "ops_cuda_internal.cuh"
 
-/* LayerNorm of row r (xr) into o (and its bf16 copy o16 when there is
- * one: LayerNorm outputs feed linear layers), with its mean and rstd; every
- * lane of the row's warp calls it. */
-__device__ static void layernorm_row(float *o, __nv_bfloat16 *o16, float *mean, float *rstd,
-                                     const float *xr, const float *gamma, const float *beta,
-                                     int c, float eps, size_t r) {
+/* LayerNorm of row r (xr) into o, with its mean and rstd; every lane of the
+ * row's warp calls it. */
+template <class T>
+__device__ static void layernorm_row(T *o, float *mean, float *rstd, const T *xr,
+                                     const float *gamma, const float *beta, int c, float eps,
+                                     size_t r) {
   const int lane = threadIdx.x % 32;
   double s = 0.0;
-  for (int j = lane; j < c; j += 32) s += xr[j];
+  for (int j = lane; j < c; j += 32) s += ldf(&xr[j]);
   double mu = warp_sum(s) / c, ss = 0.0;
-  for (int j = lane; j < c; j += 32) ss += (xr[j] - mu) * (xr[j] - mu);
+  for (int j = lane; j < c; j += 32) ss += (ldf(&xr[j]) - mu) * (ldf(&xr[j]) - mu);
   ss = warp_sum(ss);
   float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
-  for (int j = lane; j < c; j += 32) {
-    float v = (xr[j] - m) * rs * gamma[j] + beta[j];
-    o[j] = v;
-    if (o16) o16[j] = __float2bfloat16(v);
-  }
+  for (int j = lane; j < c; j += 32) store_as(&o[j], (ldf(&xr[j]) - m) * rs * gamma[j] + beta[j]);
   if (lane == 0) {
     mean[r] = m;
     rstd[r] = rs;
   }
 }
 
-static __global__ void layernorm_fwd_kernel(float *out, __nv_bfloat16 *out16, float *mean,
-                                            float *rstd, const float *x, const float *gamma,
-                                            const float *beta, int c, float eps, size_t n) {
+template <class T>
+static __global__ void layernorm_fwd_kernel(T *out, float *mean, float *rstd, const T *x,
+                                            const float *gamma, const float *beta, int c,
+                                            float eps, size_t n) {
   const size_t r = warp_row();
   if (r >= n) return;
-  layernorm_row(out + r * c, out16 ? out16 + r * c : NULL, mean, rstd, x + r * c, gamma, beta, c,
-                eps, r);
+  layernorm_row(out + r * c, mean, rstd, x + r * c, gamma, beta, c, eps, r);
 }
 
-/* One warp per row: sum = dropout(y) + res, then its LayerNorm. The
- * product and the add are rounded one at a time (no FMA), as the CPU's
- * separate passes round them. Each thread reads back only the elements of
- * sum it wrote, so sum may be y. */
-static __global__ void residual_ln_kernel(float *out, __nv_bfloat16 *out16, float *sum,
-                                          float *mean, float *rstd, const float *y,
-                                          const float *res, const float *gamma,
-                                          const float *beta, int c, float eps, float p, float s,
-                                          DropoutKey k, size_t n) {
+/* One warp per row: sum = dropout(y) + res, then its LayerNorm (of sum as
+ * stored). The product and the add are rounded one at a time (no FMA), as
+ * the CPU's separate passes round them. Each thread reads back only the
+ * elements of sum it wrote, so sum may be y. */
+template <class T>
+static __global__ void residual_ln_kernel(T *out, T *sum, float *mean, float *rstd, const T *y,
+                                          const T *res, const float *gamma, const float *beta,
+                                          int c, float eps, float p, float s, DropoutKey k,
+                                          size_t n) {
   const size_t r = warp_row(), base = r * c;
   if (r >= n) return;
   for (int j = threadIdx.x % 32; j < c; j += 32) {
-    float v = y[base + j];
+    float v = ldf(&y[base + j]);
     if (p > 0.0f)
       v = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + base + j, p) ? __fmul_rn(v, s)
                                                                                : 0.0f;
-    sum[base + j] = __fadd_rn(v, res[base + j]);
+    store_as(&sum[base + j], __fadd_rn(v, ldf(&res[base + j])));
   }
-  layernorm_row(out + base, out16 ? out16 + base : NULL, mean, rstd, sum + base, gamma, beta, c,
-                eps, r);
+  layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
 }
 
 /* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy. */
-static __global__ void ln_param_part_kernel(double *pg, double *pb, const float *dy,
-                                            const float *x, const float *mean, const float *rstd,
-                                            int n, int c) {
+template <class T>
+static __global__ void ln_param_part_kernel(double *pg, double *pb, const T *dy, const T *x,
+                                            const float *mean, const float *rstd, int n, int c) {
   int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= c) return;
   int r0 = blockIdx.y * ROW_CHUNK, r1 = min(n, r0 + ROW_CHUNK);
   double sg = 0.0, sb = 0.0;
   for (int r = r0; r < r1; r++) {
     size_t i = (size_t)r * c + j;
-    sg += dy[i] * ((x[i] - mean[r]) * rstd[r]);
-    sb += dy[i];
+    float d = ldf(&dy[i]);
+    sg += d * ((ldf(&x[i]) - mean[r]) * rstd[r]);
+    sb += d;
   }
   pg[(size_t)blockIdx.y * c + j] = sg;
   pb[(size_t)blockIdx.y * c + j] = sb;
@@ -89,58 +87,56 @@ static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const
   if (dbeta) dbeta[j] += (float)sb;
 }
 
-/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma. Every thread
- * reads its elements of dy before the block sums and writes only its own
- * elements after them, so dx may be dy. */
 /* With dbranch (residual_ln_bwd): also dbranch = dropout'(dx), the
- * gradient of the sub-block's branch output, from the same registers.
- * dx16, dbranch16: bf16 copies to write (the gradient that feeds the
- * branch's linear backward), or NULL. */
+ * gradient of the sub-block's branch output, from the same registers. */
 struct BranchDropout {
-  float *dbranch; /* NULL: none */
   float p, s;
   DropoutKey key;
-  __nv_bfloat16 *dx16, *dbranch16;
 };
 
-static __global__ void ln_dx_kernel(float *dx, const float *dy, const float *x,
-                                    const float *mean, const float *rstd, const float *gamma,
-                                    int c, BranchDropout bd, size_t n) {
+/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma. Every thread
+ * reads its elements of dy before the warp sums and writes only its own
+ * elements after them, so dx may be dy. dbranch: NULL for none. */
+template <class T>
+static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, const float *mean,
+                                    const float *rstd, const float *gamma, int c,
+                                    BranchDropout bd, size_t n) {
   const size_t r = warp_row();
   if (r >= n) return;
   const int lane = threadIdx.x % 32;
-  const float *xr = x + r * c, *dr = dy + r * c;
-  float *o = dx + r * c;
+  const T *xr = x + r * c, *dr = dy + r * c;
+  T *o = dx + r * c;
   float m = mean[r], rs = rstd[r];
   double s1 = 0.0, s2 = 0.0;
   for (int j = lane; j < c; j += 32) {
-    float g = dr[j] * gamma[j];
+    float g = ldf(&dr[j]) * gamma[j];
     s1 += g;
-    s2 += g * ((xr[j] - m) * rs);
+    s2 += g * ((ldf(&xr[j]) - m) * rs);
   }
   float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
   for (int j = lane; j < c; j += 32) {
-    float g = dr[j] * gamma[j], d = rs * (g - a - ((xr[j] - m) * rs) * b);
-    o[j] = d;
+    float g = ldf(&dr[j]) * gamma[j], d = rs * (g - a - ((ldf(&xr[j]) - m) * rs) * b);
+    store_as(&o[j], d);
+    if (!dbranch) continue;
     size_t e = r * c + j;
-    if (bd.dx16) bd.dx16[e] = __float2bfloat16(d);
-    if (!bd.dbranch) continue;
-    float b = bd.p == 0.0f ? d
-              : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
-                             bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
-    bd.dbranch[e] = b;
-    if (bd.dbranch16) bd.dbranch16[e] = __float2bfloat16(b);
+    store_as(&dbranch[e],
+             bd.p == 0.0f ? d
+             : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
+                            bd.p) ? __fmul_rn(d, bd.s) : 0.0f);
   }
 }
 
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, int n, int c, float eps) {
   if (ops_no_work("layernorm_fwd", n, c, 1)) return;
+  WRITES(out, (size_t)n * c);
   WRITES(mean, n);
   WRITES(rstd, n);
-  __nv_bfloat16 *out16 = bf16_copy_for_write(out, (size_t)n * c);
-  layernorm_fwd_kernel<<<warp_rows_grid("layernorm_fwd", (size_t)n), THREADS>>>(
-      out, out16, mean, rstd, x, gamma, beta, c, eps, (size_t)n);
+  by_act("layernorm_fwd", {out, x}, [&](auto t) {
+    using T = decltype(t);
+    layernorm_fwd_kernel<T><<<warp_rows_grid("layernorm_fwd", (size_t)n), THREADS>>>(
+        tp<T>(out), mean, rstd, tp<T>(x), gamma, beta, c, eps, (size_t)n);
+  });
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
 }
 
@@ -150,46 +146,62 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
   ops_check_dropout("residual_ln_fwd", p);
   if (ops_no_work("residual_ln_fwd", n, c, 1)) return;
   const float s = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  WRITES(out, (size_t)n * c);
   WRITES(sum, (size_t)n * c);
   WRITES(mean, n);
   WRITES(rstd, n);
-  __nv_bfloat16 *out16 = bf16_copy_for_write(out, (size_t)n * c);
-  residual_ln_kernel<<<warp_rows_grid("residual_ln_fwd", (size_t)n), THREADS>>>(
-      out, out16, sum, mean, rstd, y, res, gamma, beta, c, eps, p, s, key, (size_t)n);
+  by_act("residual_ln_fwd", {out, sum, y, res}, [&](auto t) {
+    using T = decltype(t);
+    residual_ln_kernel<T><<<warp_rows_grid("residual_ln_fwd", (size_t)n), THREADS>>>(
+        tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y), tp<T>(res), gamma, beta, c, eps, p, s,
+        key, (size_t)n);
+  });
   LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
 
 /* The column pass runs first, so the row pass may overwrite dy. */
-static void layernorm_bwd_with(const char *op, float *dx, float *dgamma, float *dbeta,
-                               const float *dy, const float *x, const float *mean,
-                               const float *rstd, const float *gamma, int n, int c,
-                               BranchDropout bd) {
-  if (ops_no_work(op, n, c, 1)) return;
-  if (dgamma) WRITES(dgamma, c);
-  if (dbeta) WRITES(dbeta, c);
+template <class T>
+static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma, float *dbeta,
+                               const T *dy, const T *x, const float *mean, const float *rstd,
+                               const float *gamma, int n, int c, BranchDropout bd) {
   if (dgamma || dbeta) {
     int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
     if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
     double *pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
     double *pb = pg + (size_t)nchunks * c;
     dim3 grid((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
-    ln_param_part_kernel<<<grid, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
+    ln_param_part_kernel<T><<<grid, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
     LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
     ln_param_finish_kernel<<<(unsigned)ceil_div((size_t)c, THREADS), THREADS>>>(dgamma, dbeta, pg,
                                                                               pb, nchunks, c);
     LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
   }
-  ln_dx_kernel<<<warp_rows_grid(op, (size_t)n), THREADS>>>(dx, dy, x, mean, rstd, gamma, c, bd,
-                                                           (size_t)n);
+  ln_dx_kernel<T><<<warp_rows_grid(op, (size_t)n), THREADS>>>(dx, dbranch, dy, x, mean, rstd,
+                                                              gamma, c, bd, (size_t)n);
   LAUNCH_CHECK("%s dx (n=%d c=%d)", op, n, c);
+}
+
+/* Both backward ops: what they write, then the kernels on their type. */
+static void ln_backward(const char *op, float *dx, float *dbranch, float *dgamma, float *dbeta,
+                        const float *dy, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int n, int c, BranchDropout bd) {
+  if (ops_no_work(op, n, c, 1)) return;
+  WRITES(dx, (size_t)n * c);
+  if (dbranch) WRITES(dbranch, (size_t)n * c);
+  if (dgamma) WRITES(dgamma, c);
+  if (dbeta) WRITES(dbeta, c);
+  by_act(op, {dx, dbranch, dy, x}, [&](auto t) {
+    using T = decltype(t);
+    layernorm_bwd_with<T>(op, tp<T>(dx), dbranch ? tp<T>(dbranch) : NULL, dgamma, dbeta, tp<T>(dy),
+                          tp<T>(x), mean, rstd, gamma, n, c, bd);
+  });
 }
 
 void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *x, const float *mean, const float *rstd,
                         const float *gamma, int n, int c) {
-  WRITES(dx, (size_t)n * c);
-  BranchDropout none = {NULL, 0.0f, 1.0f, DropoutKey{0, 0, 0, 0}, NULL, NULL};
-  layernorm_bwd_with("layernorm_bwd", dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, none);
+  BranchDropout none = {0.0f, 1.0f, DropoutKey{0, 0, 0, 0}};
+  ln_backward("layernorm_bwd", dx, NULL, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, none);
 }
 
 void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta,
@@ -197,14 +209,6 @@ void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta
                           const float *rstd, const float *gamma, int n, int c, float p,
                           DropoutKey key) {
   ops_check_dropout("residual_ln_bwd", p);
-  /* the gradient the branch's linear backward takes: dbranch, else dx */
-  size_t nc = (size_t)n * c;
-  BranchDropout bd = {dbranch, p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key, NULL, NULL};
-  if (dbranch) {
-    WRITES(dx, nc);
-    bd.dbranch16 = bf16_copy_for_write(dbranch, nc);
-  } else {
-    bd.dx16 = bf16_copy_for_write(dx, nc);
-  }
-  layernorm_bwd_with("residual_ln_bwd", dx, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
+  BranchDropout bd = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  ln_backward("residual_ln_bwd", dx, dbranch, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
 }

@@ -32,7 +32,7 @@ typedef struct LtDescs {
   cublasLtMatmulPreference_t pref;
   cublasLtMatmulAlgo_t algo;
   /* the shape: what makes two products the same to cuBLASLt */
-  int epilogue, ta, tb, m, n, k, lda, ldb, ldd, bf16, tf32;
+  int epilogue, ta, tb, m, n, k, lda, ldb, ldd, bf16, d16, tf32;
   uint32_t align_a, align_b, align_d, align_bias;
 } LtDescs;
 
@@ -57,7 +57,8 @@ static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, cons
 
 static void lt_describe(const LtProduct *p, LtDescs *d) {
   d->epilogue = p->epilogue, d->ta = p->ta, d->tb = p->tb, d->m = p->m, d->n = p->n, d->k = p->k;
-  d->lda = p->lda, d->ldb = p->ldb, d->ldd = p->ldd, d->bf16 = p->bf16, d->tf32 = cuda_tf32();
+  d->lda = p->lda, d->ldb = p->ldb, d->ldd = p->ldd, d->bf16 = p->bf16, d->d16 = p->d16;
+  d->tf32 = cuda_tf32();
   d->align_a = align_of(p->A), d->align_b = align_of(p->B), d->align_d = align_of(p->D);
   d->align_bias = align_of(p->bias);
   cublasComputeType_t compute =
@@ -78,7 +79,8 @@ static void lt_describe(const LtProduct *p, LtDescs *d) {
                "%s cublasLtMatrixLayoutCreate (A)", p->what);
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->b, in, p->tb ? p->n : p->k, p->tb ? p->k : p->n, p->ldb),
                "%s cublasLtMatrixLayoutCreate (B)", p->what);
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->d, CUDA_R_32F, p->m, p->n, p->ldd),
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->d, p->d16 ? CUDA_R_16BF : CUDA_R_32F, p->m, p->n,
+                                          p->ldd),
                "%s cublasLtMatrixLayoutCreate (D)", p->what);
   size_t ws = LT_WORKSPACE_BYTES;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d->pref), "%s cublasLtMatmulPreferenceCreate", p->what);
@@ -105,7 +107,7 @@ static void lt_free(LtDescs *d) {
 static int same_shape(const LtDescs *d, const LtProduct *p) {
   return d->epilogue == p->epilogue && d->ta == p->ta && d->tb == p->tb && d->m == p->m &&
          d->n == p->n && d->k == p->k && d->lda == p->lda && d->ldb == p->ldb &&
-         d->ldd == p->ldd && d->bf16 == p->bf16 && d->tf32 == cuda_tf32() &&
+         d->ldd == p->ldd && d->bf16 == p->bf16 && d->d16 == p->d16 && d->tf32 == cuda_tf32() &&
          d->align_a == align_of(p->A) && d->align_b == align_of(p->B) &&
          d->align_d == align_of(p->D) && d->align_bias == align_of(p->bias);
 }
@@ -122,9 +124,9 @@ static LtDescs *lt_shape(const LtProduct *p) {
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), d.op, d.a, d.b, d.d, d.d, d.pref,
                                                      1, &r, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    info("cuda: cuBLASLt has no %s epilogue for %s (m=%d n=%d k=%d%s): %s; the bias takes "
+    info("cuda: cuBLASLt has no %s epilogue for %s (m=%d n=%d k=%d%s%s): %s; the bias takes "
          "separate passes", p->epilogue == LT_BIAS ? "bias" : "bias-gradient", p->what, p->m,
-         p->n, p->k, p->bf16 ? ", bf16" : "",
+         p->n, p->k, p->bf16 ? ", bf16" : "", p->d16 ? " into bf16" : "",
          st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "none found");
     lt_free(&d);
     return NULL;
@@ -140,8 +142,9 @@ static LtDescs *lt_shape(const LtProduct *p) {
 }
 
 int lt_matmul(const LtProduct *p) {
-  static int refused[2]; /* per epilogue kind: once refused, not asked again */
-  int kind = p->epilogue == LT_BIAS ? 0 : 1;
+  /* per epilogue kind and output type: once refused, not asked again */
+  static int refused[4];
+  int kind = (p->epilogue == LT_BIAS ? 0 : 1) + (p->d16 ? 2 : 0);
   if (refused[kind]) return 0;
   /* the epilogues read or write the bias vector 16 bytes at a time */
   if ((uintptr_t)p->bias % 16 != 0) return 0;
@@ -155,7 +158,8 @@ int lt_matmul(const LtProduct *p) {
   const float alpha = 1.0f, beta = p->beta;
   GEMM_CHECK(cublasLtMatmul(lt_handle(), d->op, &alpha, p->A, d->a, p->B, d->b, &beta, p->D,
                               d->d, p->D, d->d, &d->algo, lt_workspace(), LT_WORKSPACE_BYTES, 0),
-               "%s cublasLtMatmul (m=%d n=%d k=%d lda=%d ldb=%d ldd=%d ta=%d tb=%d%s)", p->what,
-               p->m, p->n, p->k, p->lda, p->ldb, p->ldd, p->ta, p->tb, p->bf16 ? " bf16" : "");
+               "%s cublasLtMatmul (m=%d n=%d k=%d lda=%d ldb=%d ldd=%d ta=%d tb=%d%s%s)", p->what,
+               p->m, p->n, p->k, p->lda, p->ldb, p->ldd, p->ta, p->tb, p->bf16 ? " bf16" : "",
+               p->d16 ? " into bf16" : "");
   return 1;
 }

@@ -91,23 +91,31 @@ static void *cuda_alloc(size_t bytes) {
 }
 
 static void cuda_free(void *p) {
-  bf16_copies_forget(p);
+  params_forget(p);
+  act_forget(p);
   dev_free(p, "ops");
 }
 
+/* The memory ops take sizes in fp32 bytes; on bf16 activation buffers
+ * (activations.cu) they move and convert bf16 elements. */
 static void cuda_zero(void *p, size_t bytes) {
-  bf16_copies_written(p, bytes);
-  if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
+  params_written(p, bytes);
+  if (bytes && is_act16(p)) act_zero(p, bytes);
+  else if (bytes) CUDA_CHECK(cudaMemset(p, 0, bytes), "zero (%zu bytes)", bytes);
 }
 
 static void cuda_to_device(void *dst, const void *src, size_t bytes) {
-  bf16_copies_written(dst, bytes);
-  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device (%zu bytes)", bytes);
+  params_written(dst, bytes);
+  if (bytes && is_act16(dst)) act_to_device(dst, src, bytes);
+  else if (bytes)
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "to_device (%zu bytes)", bytes);
 }
 
 /* Waits for the device, so bad ids found by kernels are reported here. */
 static void cuda_to_host(void *dst, const void *src, size_t bytes) {
-  if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "to_host (%zu bytes)", bytes);
+  if (bytes && is_act16(src)) act_to_host(dst, src, bytes);
+  else if (bytes)
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "to_host (%zu bytes)", bytes);
   cuda_check_bad_id();
 }
 
@@ -115,8 +123,9 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
   if (!bytes || dst == src) return;
   const char *d = (const char *)dst, *s = (const char *)src;
   if (d < s + bytes && s < d + bytes) die("ops: copy: overlapping device ranges (%zu bytes)", bytes);
-  bf16_copies_written(dst, bytes);
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
+  params_written(dst, bytes);
+  if (is_act16(dst) || is_act16(src)) act_copy(dst, src, bytes);
+  else CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
 }
 
 static void cuda_sync(void) {
@@ -140,6 +149,7 @@ extern "C" const Ops *ops_cuda(void) {
   static Ops t;
   if (!t.name) {
     t.alloc = cuda_alloc;
+    t.alloc_act = cuda_alloc_act;
     t.free = cuda_free;
     t.zero = cuda_zero;
     t.to_device = cuda_to_device;

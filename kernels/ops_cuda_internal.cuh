@@ -14,6 +14,8 @@
 
 #include <cuda_bf16.h>
 
+#include <initializer_list>
+
 #include "cuda_check.cuh"
 /* C++ templates (Random123) inside: included before the extern "C" block,
  * whose ops.h then finds it already included. */
@@ -139,11 +141,24 @@ __device__ inline float block_max(float v) {
   return m;
 }
 
-/* linear.cu: row-major C[m,n] = alpha op(A) op(B) + beta C for batch
- * matrices at element strides sA, sB, sC (as cblas_sgemm with RowMajor). */
+/* gemm.cu: row-major C[m,n] = alpha op(A) op(B) + beta C, fp32 (sgemm). */
 void gemm_rm(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
-             const float *A, int lda, long long sA, const float *B, int ldb, long long sB,
-             float beta, float *C, int ldc, long long sC, int batch);
+             const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* The output of a product: fp32, or bf16 (a bf16 activation buffer). */
+struct Out {
+  void *p;
+  bool bf16;
+};
+/* p as an output: its bf16 elements when it is a bf16 activation buffer. */
+Out out_of(float *p);
+/* The same product on bf16 inputs, fp32 accumulation, output C. */
+void gemm_rm16(const char *what, bool ta, bool tb, int m, int n, int k, float alpha,
+               const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
+               Out C, int ldc);
+/* A contiguous row-major rows x cols operand p as bf16: p's own elements
+ * (a bf16 activation buffer), its parameter copy, or converted now into
+ * operand buffer which. */
+const __nv_bfloat16 *operand16(const char *what, int which, const float *p, int rows, int cols);
 /* A row-major operand of a two-level batch: matrix (b, h) at
  * p + b * sb + h * sh (elements), leading dimension ld. */
 struct Mat {
@@ -153,21 +168,21 @@ struct Mat {
   /* bf16 products: the matrices already packed as bf16 by mat_bf16 (rows x
    * cols each, one after another), so that an operand of two products is
    * converted once; NULL otherwise. same16: p16 is laid out as p is (ld,
-   * sb, sh: a bf16 copy of the buffer, bf16_copies.cu), not packed. */
+   * sb, sh): p's own bf16 elements (a bf16 activation buffer, mat_act). */
   const void *p16 = nullptr;
   int rows16 = 0, cols16 = 0;
   bool same16 = false;
 };
-/* X with its rows x cols matrices packed as bf16 into buffer which (2 or
- * 3; 0 and 1 are the products' own) when bf16 products are on; X as it is
- * otherwise. */
+/* X with p16 its own bf16 elements (same16) when it is in a bf16
+ * activation buffer and has no packed p16 yet; X as it is otherwise. */
+Mat mat_act(Mat X);
+/* mat_act(X), or, for other X with bf16 products on, X with its rows x
+ * cols matrices packed as bf16 into buffer which (2 or 3; 0 and 1 are the
+ * products' own); X as it is without bf16 products. */
 Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int nh);
-/* X with p16 its kept bf16 copy (same16) of the span elements from X.p,
- * made now unless valid (bf16_copy_make); X as it is without bf16
- * products or room for the copy. */
-Mat mat_copy_bf16(const char *what, Mat X, size_t span);
 /* gemm_rm over nb x nh products (b, h) in one cuBLAS call: C(b,h) =
- * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h). */
+ * alpha op(A(b,h)) op(B(b,h)) + beta C(b,h); with bf16 products, on bf16
+ * operands (mat_bf16) into C of its buffer's type. */
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
                   Mat B, float beta, Mat C, int nb, int nh);
 /* lt.cu: column-major D[m, n] = op(A) op(B) + beta D with a bias epilogue:
@@ -182,57 +197,87 @@ struct LtProduct {
   int lda;
   const void *B;
   int ldb;
-  bool bf16;
+  bool bf16;   /* A and B are bf16 */
   float beta;
-  float *D;
+  void *D;
+  bool d16;    /* D (and C) bf16; the bias of LT_BIAS then too */
   int ldd;
   LtEpilogue epilogue;
-  float *bias;
+  void *bias;  /* LT_BGRADB: fp32 */
 };
 /* 1 when done; 0 when cuBLASLt has no algorithm for it (said once). */
 int lt_matmul(const LtProduct *p);
-/* bf16_copies.cu: bf16 copies of parameters (Ops.params_at) and of
- * activations, for bf16 products.
- * bf16_copy_of: the valid copy of p[0, n), or NULL (a stale parameter
- *   buffer is converted now).
- * bf16_copy_for_write: for an op about to write p[0, n) as fp32: where to
- *   write its bf16 copy in the same pass, or NULL (fp32 products, or no
- *   room); either way other copies it overlaps go stale.
- * bf16_copies_written: any other write to [p, p + bytes) (every op calls it
- *   for each output it does not write a copy of).
- * bf16_copy_for_update: for an optimizer step on the parameters at w
+/* params_bf16.cu: bf16 copies of the parameter buffers (Ops.params_at).
+ * params_bf16: the copy of p[0, n) when p lies in a parameter buffer
+ *   (converted now if stale), else NULL.
+ * params_written: a write to [p, p + bytes) by anything but the optimizer
+ *   (every op calls it, through WRITES, for each output).
+ * params_bf16_for_update: for an optimizer step on the parameters at w
  *   (elements below extent): the copy to update along with them, or NULL
  *   (then stale).
- * bf16_copies_forget: the allocation at p is being freed. */
+ * params_forget: the allocation at p is being freed. */
 void cuda_params_at(const float *w, size_t n);
-const __nv_bfloat16 *bf16_copy_of(const float *p, size_t n);
-__nv_bfloat16 *bf16_copy_for_write(const float *p, size_t n);
-void bf16_copies_written(const void *p, size_t bytes);
-__nv_bfloat16 *bf16_copy_for_update(const float *w, size_t extent);
-/* bf16_copy_make: the valid copy of p[0, n), else one made now (converted)
- *   and kept; NULL when there is no room for one (bf16 products only). */
-const __nv_bfloat16 *bf16_copy_make(const char *what, const float *p, size_t n);
-void bf16_copies_forget(const void *p);
-/* The product's output or other fp32 output of an op: its copies go stale. */
-#define WRITES(p, count) bf16_copies_written((p), (size_t)(count) * sizeof(float))
+const __nv_bfloat16 *params_bf16(const float *p, size_t n);
+void params_written(const void *p, size_t bytes);
+__nv_bfloat16 *params_bf16_for_update(const float *w, size_t extent);
+void params_forget(const void *p);
+/* An op's output: a parameter copy it overlaps goes stale. */
+#define WRITES(p, count) params_written((p), (size_t)(count) * sizeof(float))
 /* The same for an output whose extent the op does not know (embedding
  * tables): from p to the end of its allocation. */
-#define WRITES_FROM(p) bf16_copies_written((p), dev_bytes_after(p))
+#define WRITES_FROM(p) params_written((p), dev_bytes_after(p))
 /* ops_cuda.cu: 1 while TF32 products are allowed (set_tf32). */
 int cuda_tf32(void);
 /* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
 void cuda_set_bf16(int on);
 int cuda_bf16(void);
-/* linear.cu: the shared bf16 operand buffer which (0..3, see linear.cu), of
+/* gemm.cu: the shared bf16 operand buffer which (0..3, see gemm.cu), of
  * at least n elements; dst[0, n) = bf16(src[0, n)). */
 __nv_bfloat16 *bf16_buffer(int which, size_t n);
 void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t n);
 /* elementwise.cu: out = bf16(dropout(x)), the dropout of dropout_fwd (p = 0:
- * the conversion alone), for a dropped tensor that is only a bf16 operand. */
-void cuda_dropout_to_bf16(__nv_bfloat16 *out, const float *x, size_t n, float p, DropoutKey key);
+ * the conversion alone), for a dropped tensor that is only a bf16 operand;
+ * x is fp32, or bf16 when x16. */
+void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n, float p,
+                          DropoutKey key);
 
 __device__ inline void store_as(float *p, float v) { *p = v; }
 __device__ inline void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ inline float ldf(const float *p) { return *p; }
+__device__ inline float ldf(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+
+/* activations.cu: activation buffers (Ops.alloc_act), bf16 when set_bf16
+ * was on at their allocation.
+ * is_act16: p lies in a bf16 activation buffer.
+ * act16: p's element as bf16 (dies when p is not in a bf16 buffer).
+ * act_bf16: whether an op's activation arguments (NULL ones skipped) are
+ *   bf16; dies when they mix bf16 buffers and others.
+ * act_zero / act_to_device / act_to_host / act_copy: the memory ops on a
+ *   bf16 activation buffer (sizes in fp32 bytes, values converted). */
+void *cuda_alloc_act(size_t bytes);
+void act_forget(const void *p);
+size_t cuda_act_buffers(void);
+bool is_act16(const void *p);
+__nv_bfloat16 *act16(const void *p);
+bool act_bf16(const char *op, std::initializer_list<const void *> acts);
+void act_zero(void *p, size_t bytes);
+void act_to_device(void *dst, const void *src, size_t bytes);
+void act_to_host(void *dst, const void *src, size_t bytes);
+void act_copy(void *dst, const void *src, size_t bytes);
+/* dst[0, n) = src[0, n), activations of one kind (op names them). */
+void act_copy_n(const char *op, float *dst, const float *src, size_t n);
+
+/* An activation argument as the element type T of a kernel instance. */
+template <class T> T *tp(const void *p);
+template <> inline float *tp<float>(const void *p) { return (float *)p; }
+template <> inline __nv_bfloat16 *tp<__nv_bfloat16>(const void *p) { return act16(p); }
+
+/* Runs f(T{}) with T the element type of op's activation arguments (bf16
+ * activation buffers, or fp32). */
+template <class F> void by_act(const char *op, std::initializer_list<const void *> acts, F f) {
+  if (act_bf16(op, acts)) f(__nv_bfloat16{});
+  else f(float{});
+}
 
 /* The ops (signatures as in ops.h). */
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,

@@ -90,7 +90,7 @@ struct AdamwStep {
   float step_size, sqrt_c2, eps, shrink;
 };
 
-/* w16: the bf16 copy of w to keep up to date (weights_bf16.cu), or NULL. */
+/* w16: the bf16 copy of w to keep up to date (params_bf16.cu), or NULL. */
 static __global__ void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float *m,
                                     float *v, RangeChunk c, AdamwStep a) {
   const Tile s = block_tile(c);
@@ -121,7 +121,7 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.shrink = 1.0f - o->lr * o->weight_decay;
   optim_check_ranges("adamw", r, nr);
   size_t extent = ranges_extent(r, nr);
-  __nv_bfloat16 *w16 = bf16_copy_for_update(w, extent);
+  __nv_bfloat16 *w16 = params_bf16_for_update(w, extent);
   WRITES(m, extent);
   WRITES(v, extent);
   RangeChunk c;
@@ -197,7 +197,7 @@ void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r
   Moments k = optim_moments(o, "lamb");
   optim_check_ranges("lamb", r, nr);
   size_t extent = ranges_extent(r, nr);
-  __nv_bfloat16 *w16 = bf16_copy_for_update(w, extent);
+  __nv_bfloat16 *w16 = params_bf16_for_update(w, extent);
   WRITES(m, extent);
   WRITES(v, extent);
   RangeChunk c;

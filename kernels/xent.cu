@@ -28,11 +28,12 @@ __device__ static inline RowLse lse_merge(RowLse a, RowLse b) {
 
 /* Row maximum with its first index, and log of the sum of exp(x - max),
  * for the whole block (every thread gets the same values). */
-__device__ static void row_max_lse(const float *x, int v, float *mx_out, int *arg_out,
+template <class T>
+__device__ static void row_max_lse(const T *x, int v, float *mx_out, int *arg_out,
                                    double *log_sum) {
   __shared__ RowLse part[32];
   RowLse r = {-INFINITY, 0x7fffffff, 0.0};
-  for (int j = threadIdx.x; j < v; j += blockDim.x) r = lse_merge(r, RowLse{x[j], j, 1.0});
+  for (int j = threadIdx.x; j < v; j += blockDim.x) r = lse_merge(r, RowLse{ldf(&x[j]), j, 1.0});
   for (int o = 16; o > 0; o >>= 1) {
     RowLse other = {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.arg, o),
                     __shfl_xor_sync(0xffffffffu, r.s, o)};
@@ -49,7 +50,8 @@ __device__ static void row_max_lse(const float *x, int v, float *mx_out, int *ar
   *log_sum = log(r.s);
 }
 
-static __global__ void xent_rows_kernel(double *loss, int *hit, const float *logits,
+template <class T>
+static __global__ void xent_rows_kernel(double *loss, int *hit, const T *logits,
                                         const int32_t *labels, int v, BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
@@ -58,13 +60,13 @@ static __global__ void xent_rows_kernel(double *loss, int *hit, const float *log
     if (threadIdx.x == 0) loss[i] = 0.0, hit[i] = 0;
     return;
   }
-  const float *x = logits + i * v;
+  const T *x = logits + i * v;
   float mx;
   int arg;
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
   if (threadIdx.x == 0) {
-    loss[i] = (double)mx + ls - x[label];
+    loss[i] = (double)mx + ls - ldf(&x[label]);
     hit[i] = arg == label;
   }
 }
@@ -90,20 +92,16 @@ static __global__ void xent_total_kernel(float *out, const double *loss, const i
 
 /* Every thread reads the row for the reductions before writing only its own
  * elements, so dlogits may be logits. */
-/* d16: dlogits' bf16 copy (it feeds the decoder's linear backward), or NULL. */
-static __global__ void xent_bwd_kernel(float *dlogits, __nv_bfloat16 *d16, const float *logits,
-                                       const int32_t *labels, int v, float scale, BadId *bad) {
+template <class T>
+static __global__ void xent_bwd_kernel(T *dlogits, const T *logits, const int32_t *labels, int v,
+                                       float scale, BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
-  const float *x = logits + i * v;
-  float *d = dlogits + i * v;
-  __nv_bfloat16 *d16r = d16 ? d16 + i * v : NULL;
+  const T *x = logits + i * v;
+  T *d = dlogits + i * v;
   if (label < 0 || label >= v) {
     if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
-    for (int j = threadIdx.x; j < v; j += blockDim.x) {
-      d[j] = 0.0f;
-      if (d16r) d16r[j] = __float2bfloat16(0.0f);
-    }
+    for (int j = threadIdx.x; j < v; j += blockDim.x) store_as(&d[j], 0.0f);
     return;
   }
   float mx;
@@ -111,10 +109,9 @@ static __global__ void xent_bwd_kernel(float *dlogits, __nv_bfloat16 *d16, const
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
   for (int j = threadIdx.x; j < v; j += blockDim.x) {
-    float g = scale * (float)exp((double)x[j] - mx - ls);
+    float g = scale * (float)exp((double)ldf(&x[j]) - mx - ls);
     if (j == label) g -= scale;
-    d[j] = g;
-    if (d16r) d16r[j] = __float2bfloat16(g);
+    store_as(&d[j], g);
   }
 }
 
@@ -123,7 +120,11 @@ void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n
   WRITES(out, 3);
   double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
   int *hit = (int *)(loss + n);
-  xent_rows_kernel<<<(unsigned)n, ROW_THREADS>>>(loss, hit, logits, labels, v, cuda_bad_id());
+  by_act("xent_fwd", {logits}, [&](auto t) {
+    using T = decltype(t);
+    xent_rows_kernel<T><<<(unsigned)n, ROW_THREADS>>>(loss, hit, tp<T>(logits), labels, v,
+                                                      cuda_bad_id());
+  });
   LAUNCH_CHECK("xent_fwd rows (n=%d v=%d)", n, v);
   xent_total_kernel<<<1, THREADS>>>(out, loss, hit, labels, n);
   LAUNCH_CHECK("xent_fwd total (n=%d v=%d)", n, v);
@@ -132,8 +133,11 @@ void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n
 void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
                    float scale) {
   ops_check_dims("xent_bwd", n, v, 1);
-  __nv_bfloat16 *d16 = bf16_copy_for_write(dlogits, (size_t)n * v);
-  xent_bwd_kernel<<<(unsigned)n, ROW_THREADS>>>(dlogits, d16, logits, labels, v, scale,
-                                                cuda_bad_id());
+  WRITES(dlogits, (size_t)n * v);
+  by_act("xent_bwd", {dlogits, logits}, [&](auto t) {
+    using T = decltype(t);
+    xent_bwd_kernel<T><<<(unsigned)n, ROW_THREADS>>>(tp<T>(dlogits), tp<T>(logits), labels, v,
+                                                     scale, cuda_bad_id());
+  });
   LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
 }

@@ -245,12 +245,13 @@ static int run(int argc, char **argv) {
   else if (strcmp(opt_name, "adamw") != 0)
     die("bench: --optimizer must be adamw or lamb (got '%s')", opt_name);
   Bench b = {.kind = kind, .ci = comm_init(), .batch = batch};
-  b.ops = select_ops(device, 0);
-  if (profile) b.ops = ops_profiled(b.ops);
-  b.ops->set_tf32(tf32);
-  if (strcmp(precision, "bf16") == 0) b.ops->set_bf16(1);
-  else if (strcmp(precision, "fp32") != 0)
+  int bf16 = strcmp(precision, "bf16") == 0;
+  if (!bf16 && strcmp(precision, "fp32") != 0)
     die("bench: --precision must be fp32 or bf16 (got '%s')", precision);
+  b.ops = select_ops(device, 0);
+  if (profile) b.ops = ops_profiled(b.ops, bf16 ? 2 : 4); /* bf16: activations stored as bf16 */
+  b.ops->set_tf32(tf32);
+  if (bf16) b.ops->set_bf16(1);
   if (parse_double(bucket, &b.bucket_mb) != 0 || !(b.bucket_mb >= 0))
     die("bench: --bucket-mb must be a number >= 0 (got '%s')", bucket);
   BatchLoader *loader = data ? open_data(data, &seq, &pred, &vocab) : NULL;
@@ -354,8 +355,9 @@ const Command CMD_BENCH = {
   "  --threads N        CPU threads per rank (default OMP_NUM_THREADS, else the\n"
   "                     node's cores shared among its ranks)\n"
   "  --tf32             let matrix products use TF32 on GPUs (run.tf32)\n"
-  "  --precision P      fp32 (default) or bf16: matrix products on bf16 inputs\n"
-  "                     with fp32 accumulation (run.precision; GPUs only)\n"
+  "  --precision P      fp32 (default) or bf16: activations stored as bf16, matrix\n"
+  "                     products on bf16 with fp32 accumulation, weights and\n"
+  "                     optimizer state fp32 (run.precision; GPUs only)\n"
   "  --bucket-mb X      all-reduce the gradients in buckets of at least X MB\n"
   "                     during the backward (pretrain.allreduce_bucket_mb);\n"
   "                     0 (default): one all-reduce after it\n"

@@ -152,7 +152,7 @@ static const Key KEYS[] = {
   {"run", "tf32", K_BOOL, OFF(run.tf32), "false", NOLIM, NULL,
    "on GPUs, let matrix products use TF32 tensor cores (about 1e-3 relative error instead of 1e-6, several times faster); no effect on the CPU"},
   {"run", "precision", K_STRING, OFF(run.precision), "fp32", NOLIM, "fp32|bf16",
-   "fp32, or bf16: matrix products on bf16-rounded inputs with fp32 accumulation, everything else (weights, optimizer state) fp32; bf16 needs run.device = cuda"},
+   "fp32, or bf16: activations stored as bf16, matrix products on bf16 with fp32 accumulation, elementwise math in fp32; weights, their gradients and the optimizer state fp32; bf16 needs run.device = cuda"},
 };
 
 static void *field(Config *c, const Key *k) { return (char *)c + k->offset; }

@@ -11,14 +11,16 @@
 
 /* ---- allocation ---- */
 
-static void *dev_alloc(Model *m, size_t bytes) {
-  void *p = m->ops->alloc(bytes);
+/* p, kept to be freed with the model. */
+static void *track(Model *m, void *p) {
   grow((void **)&m->allocs, &m->alloc_cap, m->nalloc + 1, sizeof *m->allocs);
   m->allocs[m->nalloc++] = p;
   return p;
 }
-static float *fbuf(Model *m, size_t n) { return dev_alloc(m, n * sizeof(float)); }
-static int32_t *ibuf(Model *m, size_t n) { return dev_alloc(m, n * sizeof(int32_t)); }
+static float *fbuf(Model *m, size_t n) { return track(m, m->ops->alloc(n * sizeof(float))); }
+static int32_t *ibuf(Model *m, size_t n) { return track(m, m->ops->alloc(n * sizeof(int32_t))); }
+/* An activation buffer (the backend may keep it in bf16: Ops.alloc_act). */
+static float *abuf(Model *m, size_t n) { return track(m, m->ops->alloc_act(n * sizeof(float))); }
 
 static size_t off(const ParamTable *t, const char *name) { return params_get(t, name)->offset; }
 static size_t off_opt(const ParamTable *t, const char *name) {
@@ -122,25 +124,25 @@ static void alloc_layers(Model *m, size_t n, size_t probs) {
   m->act = xcalloc((size_t)m->L, sizeof *m->act);
   for (int l = 0; l < sets; l++) {
     LayerAct *a = &m->act[l];
-    qkv_split(m, fbuf(m, 3 * n * H), n, &a->q, &a->k, &a->v);
-    a->probs = fbuf(m, probs);
-    a->ctx = fbuf(m, n * H);
-    a->r1 = fbuf(m, n * H);
-    a->a = fbuf(m, n * H);
+    qkv_split(m, abuf(m, 3 * n * H), n, &a->q, &a->k, &a->v);
+    a->probs = abuf(m, probs);
+    a->ctx = abuf(m, n * H);
+    a->r1 = abuf(m, n * H);
+    a->a = abuf(m, n * H);
     a->mean1 = fbuf(m, n);
     a->rstd1 = fbuf(m, n);
-    a->h1 = fbuf(m, n * I);
-    a->g = fbuf(m, n * I);
-    a->r2 = fbuf(m, n * H);
+    a->h1 = abuf(m, n * I);
+    a->g = abuf(m, n * I);
+    a->r2 = abuf(m, n * H);
     a->mean2 = fbuf(m, n);
     a->rstd2 = fbuf(m, n);
   }
   for (int l = sets; l < m->L; l++) m->act[l] = m->act[0];
   m->hidden = xcalloc((size_t)m->L + 1, sizeof *m->hidden);
   if (m->o.training) {
-    for (int l = 0; l <= m->L; l++) m->hidden[l] = fbuf(m, n * H);
+    for (int l = 0; l <= m->L; l++) m->hidden[l] = abuf(m, n * H);
   } else { /* layer l reads hidden[l] and writes hidden[l+1]: two buffers alternate */
-    float *h0 = fbuf(m, n * H), *h1 = fbuf(m, n * H);
+    float *h0 = abuf(m, n * H), *h1 = abuf(m, n * H);
     for (int l = 0; l <= m->L; l++) m->hidden[l] = l % 2 ? h1 : h0;
   }
 }
@@ -170,36 +172,36 @@ static void alloc_buffers(Model *m) {
   m->h_ones = xmalloc(n * sizeof *m->h_ones);
   for (size_t i = 0; i < n; i++) m->h_ones[i] = 1;
 
-  m->emb = fbuf(m, n * H);
+  m->emb = abuf(m, n * H);
   m->emb_mean = fbuf(m, n);
   m->emb_rstd = fbuf(m, n);
   alloc_layers(m, n, B * (size_t)m->nh * S * S);
-  m->first = fbuf(m, B * H);
-  m->pooled = fbuf(m, B * H);
-  m->pooled_drop = fbuf(m, B * H);
-  m->cls_logits = fbuf(m, B * (size_t)m->ncls);
+  m->first = abuf(m, B * H);
+  m->pooled = abuf(m, B * H);
+  m->pooled_drop = abuf(m, B * H);
+  m->cls_logits = abuf(m, B * (size_t)m->ncls);
   m->xent = fbuf(m, 6);
   if (o->mode == MODEL_PRETRAIN) {
-    m->gath = fbuf(m, BP * H);
-    m->t1 = fbuf(m, BP * H);
-    m->t2 = fbuf(m, BP * H);
-    m->t3 = fbuf(m, BP * H);
+    m->gath = abuf(m, BP * H);
+    m->t1 = abuf(m, BP * H);
+    m->t2 = abuf(m, BP * H);
+    m->t3 = abuf(m, BP * H);
     m->t_mean = fbuf(m, BP);
     m->t_rstd = fbuf(m, BP);
-    m->mlm_logits = fbuf(m, BP * (size_t)m->V);
+    m->mlm_logits = abuf(m, BP * (size_t)m->V);
   }
   if (!o->training) return;
-  m->dh = fbuf(m, n * H);
-  m->tmp = fbuf(m, n * H);
-  m->dctx = fbuf(m, n * H);
-  qkv_split(m, fbuf(m, 3 * n * H), n, &m->dq, &m->dk, &m->dv);
-  m->dg = fbuf(m, n * (size_t)m->I);
-  m->dfirst = fbuf(m, B * H);
-  m->dpool = fbuf(m, B * H);
+  m->dh = abuf(m, n * H);
+  m->tmp = abuf(m, n * H);
+  m->dctx = abuf(m, n * H);
+  qkv_split(m, abuf(m, 3 * n * H), n, &m->dq, &m->dk, &m->dv);
+  m->dg = abuf(m, n * (size_t)m->I);
+  m->dfirst = abuf(m, B * H);
+  m->dpool = abuf(m, B * H);
   m->pad_row = fbuf(m, H);
   if (o->mode == MODEL_PRETRAIN) {
-    m->dgath = fbuf(m, BP * H);
-    m->dt = fbuf(m, BP * H);
+    m->dgath = abuf(m, BP * H);
+    m->dt = abuf(m, BP * H);
   }
 }
 

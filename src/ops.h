@@ -74,6 +74,13 @@ typedef struct Ops {
 
   /* ---- memory ---- */
   void *(*alloc)(size_t bytes); /* zero-filled; dies on failure */
+  /* An activation buffer, sized and addressed as fp32 like alloc's. The
+   * backend may store its elements in another type: with set_bf16 on at
+   * its allocation, the CUDA backend keeps them as bf16 (half the memory
+   * and traffic); to_device / to_host / zero / copy still take fp32 values
+   * and fp32 byte counts. Ops never mix such buffers with plain ones among
+   * their activation arguments. */
+  void *(*alloc_act)(size_t bytes);
   void (*free)(void *p);
   void (*zero)(void *p, size_t bytes);
   void (*to_device)(void *dst, const void *host_src, size_t bytes);
@@ -85,11 +92,13 @@ typedef struct Ops {
    * fp32 accumulation: about 1e-3 relative error, much faster); 0 (the
    * default): true fp32. No-op on the CPU. */
   void (*set_tf32)(int on);
-  /* 1: matrix products (linear and attention) multiply bf16-rounded inputs
-   * on the tensor cores, accumulating in fp32 into fp32 results; weights,
-   * activations and optimizer state stay fp32 (autocast-style mixed
-   * precision, about 1e-2 relative error). GPUs only: the CPU backend dies
-   * on 1. */
+  /* 1: bf16 mixed precision: activation buffers allocated from now on
+   * (alloc_act) hold bf16, matrix products multiply bf16 on the tensor
+   * cores with fp32 accumulation, and the elementwise ops compute in fp32
+   * from and to bf16 storage; parameters, their gradients and the
+   * optimizer state stay fp32 (about 1e-2 relative error). Set it before
+   * allocating activations (switching with some allocated dies). GPUs
+   * only: the CPU backend dies on 1. */
   void (*set_bf16)(int on);
   /* w[0, n) holds a model's parameters (NULL: none). They change only
    * through to_device, copy, zero, add, scale and the optimizer, so a

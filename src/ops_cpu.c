@@ -161,6 +161,7 @@ static void cpu_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float 
 static const Ops OPS_CPU = {
     .name = "cpu",
     .alloc = cpu_alloc,
+    .alloc_act = cpu_alloc,
     .free = cpu_free,
     .zero = cpu_zero,
     .to_device = cpu_memcpy,

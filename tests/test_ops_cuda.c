@@ -13,11 +13,14 @@
  *     inputs of each product lose 13 mantissa bits (2^-11 relative each), so
  *     a sum of K terms of mixed signs is off by about sqrt(K) 2^-11 of its
  *     largest term, ~5e-3 at worst for K = 192, against ~1e-1 for a real bug.
- *   TOL_BF16 (3e-2): the linear and attention ops with bf16 products
- *     (set_bf16): inputs keep 8 mantissa bits (2^-9 relative each), so a sum
- *     of K <= 192 terms is off by up to about sqrt(K) 2^-9 of its largest
- *     term, ~3e-2 (twice that for attention, whose outputs go through two
- *     bf16 products); a real bug gives ~1e-1 or more.
+ *   TOL_BF16 (3e-2): every op again with set_bf16 on, on bf16 activation
+ *     buffers: the inputs are bf16 values for both backends (so the CPU
+ *     sees what the GPU stores), outputs are rounded to bf16 (2^-9
+ *     relative), and the products multiply bf16 operands (the weights
+ *     rounded too), so a sum of K <= 192 terms is off by up to about
+ *     sqrt(K) 2^-9 of its largest term, ~3e-2 (twice that for attention,
+ *     whose outputs go through two bf16 products and a bf16 intermediate); a
+ *     real bug gives ~1e-1 or more.
  *   TOL_F32 (1e-5): everything else. GEMMs and reductions add in another
  *     order (error about sqrt(K) 2^-24 of the max for K <= 192 terms, i.e.
  *     ~1e-6), CUDA's erff / expf / tanhf differ from glibc's by a few ulp,
@@ -75,9 +78,24 @@ static float uni(float lo, float hi) {
   while (v == 0.0f);
   return v;
 }
+/* While set: inputs are bf16 values (the GPU's bf16 activation buffers
+ * hold them exactly), so that the CPU reference computes on the same ones. */
+static int g_round16;
+
+static float round_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 static float *rnd(size_t n, float lo, float hi) {
   float *h = xmalloc((n ? n : 1) * sizeof *h);
-  for (size_t i = 0; i < n; i++) h[i] = uni(lo, hi);
+  for (size_t i = 0; i < n; i++) {
+    h[i] = uni(lo, hi);
+    if (g_round16) h[i] = round_bf16(h[i]);
+  }
   return h;
 }
 static int32_t *rnd_ids(size_t n, int limit) {
@@ -103,6 +121,12 @@ static void *track(void *p) {
 }
 static float *put(const Ops *o, const float *h, size_t n) {
   float *d = track(o->alloc(n * sizeof *d));
+  if (h) o->to_device(d, h, n * sizeof *d);
+  return d;
+}
+/* An activation (Ops.alloc_act: bf16 on the GPU while set_bf16 is on). */
+static float *putA(const Ops *o, const float *h, size_t n) {
+  float *d = track(o->alloc_act(n * sizeof *d));
   if (h) o->to_device(d, h, n * sizeof *d);
   return d;
 }
@@ -202,8 +226,8 @@ static void test_linear_fwd(int n, int in, int out, int bias) {
   float *y[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dy = put(o, NULL, (size_t)n * out);
-    o->linear_fwd(dy, put(o, x, (size_t)n * in), put(o, w, (size_t)out * in),
+    float *dy = putA(o, NULL, (size_t)n * out);
+    o->linear_fwd(dy, putA(o, x, (size_t)n * in), put(o, w, (size_t)out * in),
                   bias ? put(o, b, out) : NULL, n, in, out);
     y[k] = get(o, dy, (size_t)n * out);
     release(o);
@@ -220,9 +244,9 @@ static void test_linear_bwd(int n, int in, int out, int want, int acc) {
   float *dx[3], *dw[3], *db[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *ddx = put(o, dx0, nx), *ddw = put(o, dw0, nw), *ddb = put(o, db0, out);
+    float *ddx = putA(o, dx0, nx), *ddw = put(o, dw0, nw), *ddb = put(o, db0, out);
     o->linear_bwd(want & 1 ? ddx : NULL, want & 2 ? ddw : NULL, want & 4 ? ddb : NULL,
-                  put(o, dy, (size_t)n * out), put(o, x, nx), put(o, w, nw), n, in, out, acc);
+                  putA(o, dy, (size_t)n * out), putA(o, x, nx), put(o, w, nw), n, in, out, acc);
     dx[k] = get(o, ddx, nx);
     dw[k] = get(o, ddw, nw);
     db[k] = get(o, ddb, out);
@@ -252,8 +276,9 @@ static void test_weight_copy(void) {
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
     float *P = put(o, p0, np), *dg = put(o, g, np), *dm = put(o, NULL, np), *dv = put(o, NULL, np);
-    float *other = put(o, p1, np), *dx_d = put(o, NULL, (size_t)n * in), *dy_d = put(o, dy, (size_t)n * out);
-    float *x_d = put(o, x, (size_t)n * in), *y_d = put(o, NULL, (size_t)n * out);
+    float *other = put(o, p1, np), *dx_d = putA(o, NULL, (size_t)n * in);
+    float *dy_d = putA(o, dy, (size_t)n * out);
+    float *x_d = putA(o, x, (size_t)n * in), *y_d = putA(o, NULL, (size_t)n * out);
     o->params_at(P, np);
     for (int c = 0; c < CHANGES; c++) {
       if (c == 1) o->to_device(P, p1, np * sizeof *P);
@@ -275,131 +300,6 @@ static void test_weight_copy(void) {
   free(x), free(dy), free(p0), free(p1), free(g);
 }
 
-/* ---- bf16 copies of activations (bf16 products on the GPU) ----
- * The kernels that write an activation a linear layer multiplies also write
- * its bf16 copy, which the product then reads instead of converting. */
-
-enum { PRODUCERS = 8 };
-static const char *const PRODUCER[PRODUCERS] = {
-    "layernorm_fwd", "residual_ln_fwd", "gelu_fwd", "dropout_fwd", "gelu_bwd",
-    "residual_ln_bwd dbranch", "residual_ln_bwd dx", "xent_bwd"};
-
-/* Runs producer i on the GPU into X [n, c] (c = H except for xent_bwd). */
-static void produce(int i, float *X, int n, int c, const float *in1, const float *in2,
-                    const float *gamma, float *stats, const int32_t *labels) {
-  DropoutKey key = {99, 3, 5, 0};
-  size_t nc = (size_t)n * c;
-  switch (i) {
-    case 0: GPU->layernorm_fwd(X, stats, stats + n, in1, gamma, in2, n, c, 1e-12f); break;
-    case 1: {
-      float *sum = (float *)in2; /* scratch of the caller's */
-      GPU->residual_ln_fwd(X, sum, stats, stats + n, in1, in1, gamma, gamma, n, c, 1e-12f, 0.1f,
-                           key);
-      break;
-    }
-    case 2: GPU->gelu_fwd(X, in1, nc); break;
-    case 3: GPU->dropout_fwd(X, in1, nc, 0.2f, key); break;
-    case 4: GPU->gelu_bwd(X, in1, in2, nc); break;
-    case 5: case 6: {
-      GPU->layernorm_fwd((float *)in2, stats, stats + n, in1, gamma, gamma, n, c, 1e-12f);
-      float *dx = i == 5 ? (float *)in2 : X;
-      GPU->residual_ln_bwd(dx, i == 5 ? X : NULL, NULL, NULL, in1, in1, stats, stats + n, gamma,
-                           n, c, 0.1f, key);
-      break;
-    }
-    case 7: GPU->xent_bwd(X, in1, labels, n, c, 0.5f); break;
-  }
-}
-
-/* (a) The product gives the same bits from a producer's copy as after
- * converting (the copy is dropped by re-uploading the same values), and
- * with fewer launches (the copy was used): once with the output as a
- * linear layer's input x, once as its output gradient dy. */
-static void test_act_copy_bits(void) {
-  const int n = NTOK, out = 20;
-  const int V2 = 40; /* xent_bwd's rows are [n, V2] */
-  for (int i = 0; i < PRODUCERS; i++) {
-    int c = i == 7 ? V2 : H;
-    size_t nc = (size_t)n * c;
-    float *in1 = rnd(nc, -2, 2), *in2 = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f);
-    float *w = rnd((size_t)out * c, -1, 1), *dy = rnd((size_t)n * out, -1, 1);
-    int32_t *labels = rnd_ids(n, c);
-    float *X = put(GPU, NULL, nc), *host = xmalloc(nc * sizeof *host);
-    float *y = put(GPU, NULL, (size_t)n * out), *dw = put(GPU, NULL, (size_t)out * c);
-    float *res[2][2];
-    unsigned long long used[2][2];
-    for (int pass = 0; pass < 2; pass++) {
-      produce(i, X, n, c, put(GPU, in1, nc), put(GPU, in2, nc), put(GPU, gamma, c),
-              put(GPU, NULL, 2 * (size_t)n), put_ids(GPU, labels, n));
-      GPU->to_host(host, X, nc * sizeof *host);
-      GPU->zero(dw, (size_t)out * c * sizeof *dw); /* dw accumulates */
-      /* pass 1: X's values uploaded again before each product, which makes
-       * any copy stale (the first product keeps the copy it converts) */
-      if (pass == 1) GPU->to_device(X, host, nc * sizeof *host);
-      DeviceInfo d0, d1, d2;
-      GPU->device_info(&d0);
-      /* X as the input x, then as the output gradient dy of a [c -> out] and an [out -> c] layer */
-      GPU->linear_fwd(y, X, put(GPU, w, (size_t)out * c), NULL, n, c, out);
-      if (pass == 1) GPU->to_device(X, host, nc * sizeof *host);
-      GPU->device_info(&d1);
-      GPU->linear_bwd(NULL, dw, NULL, X, put(GPU, dy, (size_t)n * out), put(GPU, w, (size_t)out * c),
-                      n, out, c, 0);
-      GPU->device_info(&d2);
-      res[pass][0] = get(GPU, y, (size_t)n * out);
-      res[pass][1] = get(GPU, dw, (size_t)out * c);
-      used[pass][0] = d1.launches - d0.launches;
-      used[pass][1] = d2.launches - d1.launches;
-    }
-    int same = memcmp(res[0][0], res[1][0], (size_t)n * out * sizeof(float)) == 0 &&
-               memcmp(res[0][1], res[1][1], (size_t)out * c * sizeof(float)) == 0;
-    int fewer = used[0][0] < used[1][0] && used[0][1] < used[1][1];
-    printf("%-18s copy of %s: same bits %s, launches x %llu vs %llu, dy %llu vs %llu  %s\n",
-           "bf16 copies", PRODUCER[i], same ? "yes" : "NO", used[0][0], used[1][0], used[0][1],
-           used[1][1], same && fewer ? "PASS" : "FAIL");
-    CHECK(same);
-    CHECK(fewer);
-    for (int p = 0; p < 2; p++) free(res[p][0]), free(res[p][1]);
-    release(GPU);
-    free(in1), free(in2), free(gamma), free(w), free(dy), free(labels), free(host);
-  }
-}
-
-/* (b) After another op writes over a LayerNorm output, the product reads
- * the new values, not the copy: compared with the CPU. */
-static void test_act_copy_stale(void) {
-  const int n = NTOK, c = H, out = 20;
-  size_t nc = (size_t)n * c;
-  float *x = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f), *beta = rnd(c, -1, 1);
-  float *other = rnd(nc, -1, 1), *w = rnd((size_t)out * c, -1, 1), *wsq = rnd((size_t)c * c, -1, 1);
-  int32_t *idx = rnd_ids(7, n);
-  const char *what[6] = {"tanh_fwd", "linear_fwd", "gather_bwd", "add", "scale", "copy"};
-  for (int t = 0; t < 6; t++) {
-    float *y[3];
-    for (int k = 0; k < 3; k++) {
-      const Ops *o = backend(k);
-      float *X = put(o, NULL, nc), *st = put(o, NULL, 2 * (size_t)n), *Oth = put(o, other, nc);
-      o->layernorm_fwd(X, st, st + n, put(o, x, nc), put(o, gamma, c), put(o, beta, c), n, c,
-                       1e-12f);
-      switch (t) {
-        case 0: o->tanh_fwd(X, X, nc); break;
-        case 1: o->linear_fwd(X, Oth, put(o, wsq, (size_t)c * c), NULL, n, c, c); break;
-        case 2: o->gather_bwd(X, Oth, put_ids(o, idx, 7), 7, n, c); break;
-        case 3: o->add(X, X, Oth, nc); break;
-        case 4: o->scale(X, nc, -0.5f); break;
-        case 5: o->copy(X, Oth, nc * sizeof *X); break;
-      }
-      float *Y = put(o, NULL, (size_t)n * out);
-      o->linear_fwd(Y, X, put(o, w, (size_t)out * c), NULL, n, c, out);
-      y[k] = get(o, Y, (size_t)n * out);
-      release(o);
-    }
-    char name[48];
-    snprintf(name, sizeof name, "stale after %s", what[t]);
-    compare(name, "y", y, (size_t)n * out, TOL_F32);
-  }
-  free(x), free(gamma), free(beta), free(other), free(w), free(wsq), free(idx);
-}
-
 /* ---- embeddings and gathers ---- */
 
 static void test_embed(int with_types) {
@@ -412,7 +312,7 @@ static void test_embed(int with_types) {
   float *out[3], *gte[3], *gpe[3], *gtt[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dout_d = put(o, NULL, (size_t)NTOK * H);
+    float *dout_d = putA(o, NULL, (size_t)NTOK * H);
     int32_t *di = put_ids(o, ids, NTOK), *dt = with_types ? put_ids(o, types, NTOK) : NULL;
     o->embed_fwd(dout_d, di, dt, put(o, wte, (size_t)V * H), put(o, wpe, (size_t)npos * H),
                  put(o, wtt, (size_t)ntypes * H), B, S, H, V, ntypes);
@@ -420,7 +320,7 @@ static void test_embed(int with_types) {
     /* gradient tables pre-filled with the weights: += must keep them */
     float *dte = put(o, wte, (size_t)V * H), *dpe = put(o, wpe, (size_t)npos * H);
     float *dtt = put(o, wtt, (size_t)ntypes * H);
-    o->embed_bwd(dte, dpe, dtt, put(o, dout, (size_t)NTOK * H), di, dt, B, S, H);
+    o->embed_bwd(dte, dpe, dtt, putA(o, dout, (size_t)NTOK * H), di, dt, B, S, H);
     gte[k] = get(o, dte, (size_t)V * H);
     gpe[k] = get(o, dpe, (size_t)npos * H);
     gtt[k] = get(o, dtt, (size_t)ntypes * H);
@@ -442,10 +342,10 @@ static void test_gather(void) {
   float *out[3], *dx[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dout_d = put(o, NULL, (size_t)NPRED * H), *ddx = put(o, dx0, (size_t)NTOK * H);
+    float *dout_d = putA(o, NULL, (size_t)NPRED * H), *ddx = putA(o, dx0, (size_t)NTOK * H);
     int32_t *di = put_ids(o, idx, NPRED);
-    o->gather_fwd(dout_d, put(o, x, (size_t)NTOK * H), di, NPRED, NTOK, H);
-    o->gather_bwd(ddx, put(o, dout, (size_t)NPRED * H), di, NPRED, NTOK, H);
+    o->gather_fwd(dout_d, putA(o, x, (size_t)NTOK * H), di, NPRED, NTOK, H);
+    o->gather_bwd(ddx, putA(o, dout, (size_t)NPRED * H), di, NPRED, NTOK, H);
     out[k] = get(o, dout_d, (size_t)NPRED * H);
     dx[k] = get(o, ddx, (size_t)NTOK * H);
     release(o);
@@ -467,8 +367,8 @@ static void test_scatter_runs(void) {
   float *dx[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *ddx = put(o, dx0, (size_t)rows * H);
-    o->gather_bwd(ddx, put(o, dout, (size_t)n * H), put_ids(o, idx, n), n, rows, H);
+    float *ddx = putA(o, dx0, (size_t)rows * H);
+    o->gather_bwd(ddx, putA(o, dout, (size_t)n * H), put_ids(o, idx, n), n, rows, H);
     dx[k] = get(o, ddx, (size_t)rows * H);
     release(o);
   }
@@ -485,8 +385,8 @@ static void test_layernorm(int n, int c) {
   float *out[3], *mean[3], *rstd[3], *dx[3], *dxa[3], *dg[3], *db[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dout = put(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
-    float *dx_d = put(o, x, nc), *dgam = put(o, gamma, c);
+    float *dout = putA(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
+    float *dx_d = putA(o, x, nc), *dgam = put(o, gamma, c);
     o->layernorm_fwd(dout, dm, dr, dx_d, dgam, put(o, beta, c), n, c, 1e-12f);
     out[k] = get(o, dout, nc);
     mean[k] = get(o, dm, n);
@@ -494,7 +394,7 @@ static void test_layernorm(int n, int c) {
     /* the backward on the CPU's saved statistics, so both see one input */
     o->to_device(dm, mean[0], n * sizeof(float));
     o->to_device(dr, rstd[0], n * sizeof(float));
-    float *ddy = put(o, dy, nc), *ddx = put(o, NULL, nc);
+    float *ddy = putA(o, dy, nc), *ddx = putA(o, NULL, nc);
     float *ddg = put(o, dg0, c), *ddb = put(o, db0, c);
     o->layernorm_bwd(ddx, ddg, ddb, ddy, dx_d, dm, dr, dgam, n, c);
     dx[k] = get(o, ddx, nc);
@@ -529,9 +429,9 @@ static void test_residual_ln(int n, int c, float p) {
   float *out[3], *sum[3], *mean[3], *rstd[3], *dx[3], *dbr[3], *dg[3], *db[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dout = put(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
-    float *dys = put(o, y, nc), *dgam = put(o, gamma, c);
-    o->residual_ln_fwd(dout, dys, dm, dr, dys, put(o, res, nc), dgam, put(o, beta, c), n, c,
+    float *dout = putA(o, NULL, nc), *dm = put(o, NULL, n), *dr = put(o, NULL, n);
+    float *dys = putA(o, y, nc), *dgam = put(o, gamma, c);
+    o->residual_ln_fwd(dout, dys, dm, dr, dys, putA(o, res, nc), dgam, put(o, beta, c), n, c,
                        1e-12f, p, key);
     out[k] = get(o, dout, nc);
     sum[k] = get(o, dys, nc);
@@ -541,7 +441,7 @@ static void test_residual_ln(int n, int c, float p) {
     o->to_device(dys, sum[0], nc * sizeof(float));
     o->to_device(dm, mean[0], n * sizeof(float));
     o->to_device(dr, rstd[0], n * sizeof(float));
-    float *ddy = put(o, dy, nc), *dbranch = put(o, NULL, nc);
+    float *ddy = putA(o, dy, nc), *dbranch = putA(o, NULL, nc);
     float *ddg = put(o, dg0, c), *ddb = put(o, db0, c);
     o->residual_ln_bwd(ddy, dbranch, ddg, ddb, ddy, dys, dm, dr, dgam, n, c, p, key);
     dx[k] = get(o, ddy, nc);
@@ -576,7 +476,7 @@ static void test_elementwise(int op, const char *name, double tol) {
     for (size_t i = 0; i < n; i++) a[i] = tanhf(a[i]);
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *da = put(o, a, n), *dbb = put(o, b, n), *dout = put(o, NULL, n), *r = da;
+    float *da = putA(o, a, n), *dbb = putA(o, b, n), *dout = putA(o, NULL, n), *r = da;
     switch (op) {
       case EW_ADD: o->add(da, da, dbb, n); break;
       case EW_SCALE: o->scale(da, n, 0.37f); break;
@@ -598,7 +498,7 @@ static void test_dropout(int bwd, int in_place, float p) {
   DropoutKey key = rnd_key(12345); /* odd offset: not a multiple of 4 */
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dx = put(o, x, n), *dout = in_place ? dx : put(o, NULL, n);
+    float *dx = putA(o, x, n), *dout = in_place ? dx : putA(o, NULL, n);
     if (bwd) o->dropout_bwd(dout, dx, n, p, key);
     else o->dropout_fwd(dout, dx, n, p, key);
     res[k] = get(o, dout, n);
@@ -633,10 +533,10 @@ static void test_attention(int b, int s, int fused) {
   float *ctx[3], *probs[3], *dq[3], *dk[3], *dv[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dctx_out = put(o, NULL, ntok * H), *dprobs = put(o, NULL, np);
-    float *qkv = fused ? put(o, q, nqkv) : NULL;
-    const float *dqd = fused ? qkv : put(o, q, nqkv), *dkd = fused ? qkv + H : put(o, kk, nqkv);
-    const float *dvd = fused ? qkv + 2 * H : put(o, v, nqkv);
+    float *dctx_out = putA(o, NULL, ntok * H), *dprobs = putA(o, NULL, np);
+    float *qkv = fused ? putA(o, q, nqkv) : NULL;
+    const float *dqd = fused ? qkv : putA(o, q, nqkv), *dkd = fused ? qkv + H : putA(o, kk, nqkv);
+    const float *dvd = fused ? qkv + 2 * H : putA(o, v, nqkv);
     o->attn_fwd(dctx_out, dprobs, dqd, dkd, dvd, ld, fused ? put_ids(o, mask, ntok) : NULL, b, s,
                 NH, HD, p, key);
     ctx[k] = get(o, dctx_out, ntok * H);
@@ -644,10 +544,10 @@ static void test_attention(int b, int s, int fused) {
     /* the backward on the CPU's probabilities; gradients pre-filled, as
      * they must be overwritten */
     o->to_device(dprobs, probs[0], np * sizeof(float));
-    float *g1 = put(o, dq0, nqkv), *g2 = fused ? g1 : put(o, dq0, nqkv);
-    float *g3 = fused ? g1 : put(o, dq0, nqkv);
+    float *g1 = putA(o, dq0, nqkv), *g2 = fused ? g1 : putA(o, dq0, nqkv);
+    float *g3 = fused ? g1 : putA(o, dq0, nqkv);
     float *gq = g1, *gk = fused ? g1 + H : g2, *gv = fused ? g1 + 2 * H : g3;
-    o->attn_bwd(gq, gk, gv, put(o, dctx, ntok * H), dprobs, dqd, dkd, dvd, ld, b, s, NH, HD, p,
+    o->attn_bwd(gq, gk, gv, putA(o, dctx, ntok * H), dprobs, dqd, dkd, dvd, ld, b, s, NH, HD, p,
                 key);
     dq[k] = get(o, g1, nqkv);
     dk[k] = get(o, g2, nqkv);
@@ -688,7 +588,7 @@ static void test_xent(int n, int v, int all_ignored) {
   float scale = 1.0f;
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dlog = put(o, logits, nv), *dout = put(o, NULL, 3), *dgrad = put(o, logits, nv);
+    float *dlog = putA(o, logits, nv), *dout = put(o, NULL, 3), *dgrad = putA(o, logits, nv);
     int32_t *dlab = put_ids(o, labels, n);
     o->xent_fwd(dout, dlog, dlab, n, v);
     out[k] = get(o, dout, 3);
@@ -851,6 +751,45 @@ static void test_bad_ids(int xent) {
   GPU->sync(); /* the record was cleared: nothing more to report */
 }
 
+/* Every op that takes activations, against the CPU. */
+static void test_act_ops(void) {
+  test_linear_fwd(NTOK, H, 3 * H, 1);
+  test_linear_fwd(NPRED, H, V, 0);
+  test_linear_fwd(NTOK, FFN, H, 1);
+  test_linear_fwd(NTOK, 37, 5, 1); /* bf16 conversions with a tail of 1 to 3 */
+  test_linear_bwd(NTOK, H, FFN, 7, 1);
+  test_linear_bwd(NTOK, FFN, H, 7, 0);
+  test_linear_bwd(NPRED, H, V, 2 | 4, 0);
+  test_linear_bwd(B, H, 3, 1, 0);
+  test_embed(1);
+  test_embed(0);
+  test_gather();
+  test_scatter_runs();
+  test_layernorm(NTOK, H);
+  test_layernorm(7, 300); /* rows longer than a warp's pass */
+  test_residual_ln(NTOK, H, 0.1f);
+  test_residual_ln(7, 300, 0.3f);
+  test_residual_ln(NTOK, H, 0.0f);
+  test_elementwise(EW_ADD, "add", TOL_EXACT);
+  test_elementwise(EW_SCALE, "scale", TOL_EXACT);
+  test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32);
+  test_elementwise(EW_GELU_BWD, "gelu_bwd", TOL_F32);
+  test_elementwise(EW_TANH_FWD, "tanh_fwd", TOL_F32);
+  test_elementwise(EW_TANH_BWD, "tanh_bwd", TOL_F32);
+  test_dropout(0, 0, 0.1f);
+  test_dropout(0, 1, 0.1f);
+  test_dropout(1, 1, 0.3f);
+  test_dropout(0, 0, 0.0f);
+  double tol = g_tol_override;
+  if (tol > 0) g_tol_override = 2 * tol; /* attention chains two bf16 products */
+  test_attention(B, S, 1);
+  test_attention(2, 150, 0); /* rows longer than a warp's pass, no dropout */
+  g_tol_override = tol;
+  test_xent(40, V, 0);
+  test_xent(7, 1000, 0);
+  test_xent(5, V, 1);
+}
+
 int main(void) {
   char why[256] = "";
   int count = cuda_device_count(why, sizeof why);
@@ -873,59 +812,25 @@ int main(void) {
   GPU = ops_cuda();
 
   test_memory();
-  test_linear_fwd(NTOK, H, 3 * H, 1);
-  test_linear_fwd(NPRED, H, V, 0);
-  test_linear_fwd(NTOK, FFN, H, 1);
+  test_act_ops();
   /* TF32 products: a linear product again. */
   GPU->set_tf32(1);
   g_tol_override = TOL_TF32;
   g_mode = "/tf32";
   test_linear_fwd(NTOK, FFN, H, 1);
   GPU->set_tf32(0);
-  /* bf16 products: the matrix-product ops again. */
+  /* bf16: every op again on bf16 activation buffers, inputs that are bf16
+   * values, and bf16 products. */
   GPU->set_bf16(1);
+  g_round16 = 1;
   g_tol_override = TOL_BF16;
   g_mode = "/bf16";
-  test_linear_fwd(NTOK, H, 3 * H, 1);
-  test_linear_fwd(NTOK, 37, 5, 1); /* conversions with a tail of 1 to 3 */
-  test_linear_bwd(NTOK, H, FFN, 7, 1);
+  test_act_ops();
   test_weight_copy();
-  test_act_copy_bits();
-  test_act_copy_stale();
-  g_tol_override = 2 * TOL_BF16; /* attention chains two bf16 products */
-  test_attention(B, S, 1);
-  test_attention(2, 150, 0); /* no dropout: the probabilities converted alone */
   GPU->set_bf16(0);
+  g_round16 = 0;
   g_tol_override = 0;
   g_mode = "";
-  test_linear_bwd(NTOK, H, FFN, 7, 1);
-  test_linear_bwd(NTOK, FFN, H, 7, 0);
-  test_linear_bwd(NPRED, H, V, 2 | 4, 0);
-  test_linear_bwd(B, H, 3, 1, 0);
-  test_embed(1);
-  test_embed(0);
-  test_gather();
-  test_scatter_runs();
-  test_layernorm(NTOK, H);
-  test_layernorm(7, 300); /* rows longer than a block */
-  test_residual_ln(NTOK, H, 0.1f);
-  test_residual_ln(7, 300, 0.3f);
-  test_residual_ln(NTOK, H, 0.0f);
-  test_elementwise(EW_ADD, "add", TOL_EXACT);
-  test_elementwise(EW_SCALE, "scale", TOL_EXACT);
-  test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32);
-  test_elementwise(EW_GELU_BWD, "gelu_bwd", TOL_F32);
-  test_elementwise(EW_TANH_FWD, "tanh_fwd", TOL_F32);
-  test_elementwise(EW_TANH_BWD, "tanh_bwd", TOL_F32);
-  test_dropout(0, 0, 0.1f);
-  test_dropout(0, 1, 0.1f);
-  test_dropout(1, 1, 0.3f);
-  test_dropout(0, 0, 0.0f);
-  test_attention(B, S, 1);
-  test_attention(2, 150, 0); /* rows longer than a block */
-  test_xent(40, V, 0);
-  test_xent(7, 1000, 0);
-  test_xent(5, V, 1);
   test_optimizer(0, 1, 5000);
   test_optimizer(1, 1, 5000);
   test_optimizer(1, 0, ((size_t)1 << 20) + 5000); /* more norm partials than threads */

@@ -61,50 +61,79 @@ void unpack(const Operand &o, int b, bool round_tf32, std::vector<float> &out) {
     }
 }
 
+float load(const void *base, cudaDataType t, size_t i) {
+  return t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)base)[i])
+                          : ((const float *)base)[i];
+}
+
+void store(void *base, cudaDataType t, size_t i, float v) {
+  if (t == CUDA_R_16BF) ((__nv_bfloat16 *)base)[i] = __float2bfloat16(v);
+  else ((float *)base)[i] = v;
+}
+
+/* A bias added to every column before the result is rounded (cuBLASLt's
+ * bias epilogue); none when p is NULL. */
+struct Bias {
+  const void *p;
+  cudaDataType type;
+};
+
+/* C (m x n, column-major, of type tC) = alpha op(A) op(B) + beta C (+ bias):
+ * the product in fp32, then rounded once to C's type, as the tensor cores'
+ * fp32 accumulation and epilogue give. */
 cublasStatus_t gemm_math(bool round, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                         int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
-                         long long sC, int batch) {
+                         int k, float alpha, Operand A, Operand B, float beta, void *C,
+                         cudaDataType tC, int ldc, long long sC, int batch,
+                         Bias bias = Bias{nullptr, CUDA_R_32F}) {
   if (m < 0 || n < 0 || k < 0 || batch < 0 || ta == CUBLAS_OP_C || tb == CUBLAS_OP_C)
     return CUBLAS_STATUS_INVALID_VALUE;
   A.rows = ta == CUBLAS_OP_N ? m : k, A.cols = ta == CUBLAS_OP_N ? k : m;
   B.rows = tb == CUBLAS_OP_N ? k : n, B.cols = tb == CUBLAS_OP_N ? n : k;
   if (A.ld < (A.rows > 1 ? A.rows : 1) || B.ld < (B.rows > 1 ? B.rows : 1) || ldc < (m > 1 ? m : 1))
     return CUBLAS_STATUS_INVALID_VALUE;
-  Operand Co = {C, CUDA_R_32F, m, n, ldc, sC};
+  Operand Co = {C, tC, m, n, ldc, sC};
   if (!inside_device(A, batch) || !inside_device(B, batch) || !inside_device(Co, batch)) {
     fprintf(stderr, "cuda emulator: a GEMM operand (m=%d n=%d k=%d batch=%d) is not inside device memory\n",
             m, n, k, batch);
     return CUBLAS_STATUS_INVALID_VALUE;
   }
-  std::vector<float> a, bm;
+  std::vector<float> a, bm, c((size_t)m * n);
   for (int b = 0; b < batch; b++) {
-    float *c = C + (size_t)b * (size_t)sC;
+    size_t at = (size_t)b * (size_t)sC;
     /* beta = 0: C is written, never read (it may hold NaN) */
-    if (beta == 0.0f)
-      for (int j = 0; j < n; j++) memset(c + (size_t)j * ldc, 0, (size_t)m * sizeof *c);
-    if (m == 0 || n == 0 || k == 0) continue;
-    unpack(A, b, round, a);
-    unpack(B, b, round, bm);
-    cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, a.data(), A.rows,
-                bm.data(), B.rows, beta, c, ldc);
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++)
+        c[(size_t)j * m + i] = beta == 0.0f ? 0.0f : load(C, tC, at + (size_t)j * ldc + i);
+    if (m > 0 && n > 0 && k > 0) {
+      unpack(A, b, round, a);
+      unpack(B, b, round, bm);
+      cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                  tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, alpha, a.data(), A.rows,
+                  bm.data(), B.rows, beta, c.data(), m);
+    }
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++) {
+        float v = c[(size_t)j * m + i];
+        if (bias.p) v += load(bias.p, bias.type, i);
+        store(C, tC, at + (size_t)j * ldc + i, v);
+      }
   }
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                    int k, float alpha, Operand A, Operand B, float beta, float *C, int ldc,
-                    long long sC, int batch) {
+                    int k, float alpha, Operand A, Operand B, float beta, void *C,
+                    cudaDataType tC, int ldc, long long sC, int batch) {
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
   return gemm_math(h->math == CUBLAS_TF32_TENSOR_OP_MATH, ta, tb, m, n, k, alpha, A, B, beta, C,
-                   ldc, sC, batch);
+                   tC, ldc, sC, batch);
 }
 
 /* Products from arrays of pointers, which must lie in device memory. */
 cublasStatus_t gemm_pointers(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                              int n, int k, float alpha, const void *const A[], cudaDataType tA,
                              int lda, const void *const B[], cudaDataType tB, int ldb, float beta,
-                             void *const C[], int ldc, int batch) {
+                             void *const C[], cudaDataType tC, int ldc, int batch) {
   if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   size_t bytes = (size_t)batch * sizeof(void *);
   if (batch && (!emu_is_device_range(A, bytes) || !emu_is_device_range(B, bytes) ||
@@ -114,10 +143,17 @@ cublasStatus_t gemm_pointers(cublasHandle_t h, cublasOperation_t ta, cublasOpera
   }
   for (int i = 0; i < batch; i++) {
     cublasStatus_t st = gemm(h, ta, tb, m, n, k, alpha, Operand{A[i], tA, 0, 0, lda, 0},
-                             Operand{B[i], tB, 0, 0, ldb, 0}, beta, (float *)C[i], ldc, 0, 1);
+                             Operand{B[i], tB, 0, 0, ldb, 0}, beta, C[i], tC, ldc, 0, 1);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The combinations bertrain uses: fp32 compute, A and B of one type, C
+ * fp32 or (with bf16 inputs) bf16. */
+bool supported_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute) {
+  return compute == CUBLAS_COMPUTE_32F && a == b &&
+         (c == CUDA_R_32F || (c == CUDA_R_16BF && a == CUDA_R_16BF));
 }
 
 }  // namespace
@@ -170,7 +206,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
                            const float *B, int ldb, const float *beta, float *C, int ldc) {
   emu_count_gemm();
   return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, 0},
-              Operand{B, CUDA_R_32F, 0, 0, ldb, 0}, *beta, C, ldc, 0, 1);
+              Operand{B, CUDA_R_32F, 0, 0, ldb, 0}, *beta, C, CUDA_R_32F, ldc, 0, 1);
 }
 
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
@@ -181,7 +217,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          int batch) {
   emu_count_gemm();
   return gemm(h, ta, tb, m, n, k, *alpha, Operand{A, CUDA_R_32F, 0, 0, lda, sA},
-              Operand{B, CUDA_R_32F, 0, 0, ldb, sB}, *beta, C, ldc, sC, batch);
+              Operand{B, CUDA_R_32F, 0, 0, ldb, sB}, *beta, C, CUDA_R_32F, ldc, sC, batch);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
@@ -193,10 +229,9 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           int ldc, long long sC, int batch,
                                           cublasComputeType_t compute, cublasGemmAlgo_t) {
   emu_count_gemm();
-  if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
-    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!supported_types(typeA, typeB, typeC, compute)) return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm(h, ta, tb, m, n, k, *(const float *)alpha, Operand{A, typeA, 0, 0, lda, sA},
-              Operand{B, typeB, 0, 0, ldb, sB}, *(const float *)beta, (float *)C, ldc, sC, batch);
+              Operand{B, typeB, 0, 0, ldb, sB}, *(const float *)beta, C, typeC, ldc, sC, batch);
 }
 
 cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
@@ -206,8 +241,8 @@ cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublas
                                   int batch) {
   emu_count_gemm();
   return gemm_pointers(h, ta, tb, m, n, k, *alpha, (const void *const *)A, CUDA_R_32F, lda,
-                       (const void *const *)B, CUDA_R_32F, ldb, *beta, (void *const *)C, ldc,
-                       batch);
+                       (const void *const *)B, CUDA_R_32F, ldb, *beta, (void *const *)C,
+                       CUDA_R_32F, ldc, batch);
 }
 
 cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
@@ -217,10 +252,9 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    void *const C[], cudaDataType typeC, int ldc, int batch,
                                    cublasComputeType_t compute, cublasGemmAlgo_t) {
   emu_count_gemm();
-  if (typeC != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || typeA != typeB)
-    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!supported_types(typeA, typeB, typeC, compute)) return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm_pointers(h, ta, tb, m, n, k, *(const float *)alpha, A, typeA, lda, B, typeB, ldb,
-                       *(const float *)beta, C, ldc, batch);
+                       *(const float *)beta, C, typeC, ldc, batch);
 }
 
 /* ---- cuBLASLt ---- */
@@ -234,7 +268,7 @@ struct EmuLtDesc {
   cublasComputeType_t compute;
   cublasOperation_t ta, tb;
   cublasLtEpilogue_t epilogue;
-  float *bias;
+  void *bias; /* of D's type (bias) or C's (bias gradient), as cuBLASLt's default */
 };
 struct EmuLtLayout {
   cudaDataType type;
@@ -275,23 +309,23 @@ bool lt_consistent(const EmuLtDesc *op, const EmuLtLayout *a, const EmuLtLayout 
   bool ok = (op->ta == CUBLAS_OP_N ? a->rows : a->cols) == m;
   ok &= (op->tb == CUBLAS_OP_N ? b->rows : b->cols) == k;
   ok &= (op->tb == CUBLAS_OP_N ? b->cols : b->rows) == n;
-  ok &= c->rows == m && c->cols == n && c->type == CUDA_R_32F && d->type == CUDA_R_32F;
-  ok &= a->type == b->type;
+  ok &= c->rows == m && c->cols == n && c->type == d->type;
+  ok &= a->type == b->type && (d->type == CUDA_R_32F || (d->type == CUDA_R_16BF && a->type == CUDA_R_16BF));
   ok &= op->epilogue == CUBLASLT_EPILOGUE_DEFAULT || op->epilogue == CUBLASLT_EPILOGUE_BIAS ||
         op->epilogue == CUBLASLT_EPILOGUE_BGRADB;
   return ok;
 }
 
 /* bias[j] = sum over k of op(B)[k, j], in double (as the CPU's column sums). */
-void lt_bias_gradient(const EmuLtDesc *op, const void *B, const EmuLtLayout *b, int n, int k) {
+void lt_bias_gradient(const EmuLtDesc *op, const void *B, const EmuLtLayout *b,
+                      cudaDataType t_bias, int n, int k) {
   for (int j = 0; j < n; j++) {
     double s = 0.0;
     for (int t = 0; t < k; t++) {
       size_t i = op->tb == CUBLAS_OP_N ? (size_t)j * b->ld + t : (size_t)t * b->ld + j;
-      s += b->type == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)B)[i])
-                                  : ((const float *)B)[i];
+      s += load(B, b->type, i);
     }
-    op->bias[j] = (float)s;
+    store(op->bias, t_bias, j, (float)s);
   }
 }
 
@@ -406,27 +440,27 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
   if (!h || !algo || !lt_consistent(op, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
   if (!lt_aligned(algo, A, B, C, D, op->bias)) return CUBLAS_STATUS_INVALID_VALUE;
   int m = (int)d->rows, n = (int)d->cols, k = (int)(op->ta == CUBLAS_OP_N ? a->cols : a->rows);
+  size_t eb = type_bytes(d->type);
   if (C != D) { /* D starts as C, then the product goes on top (beta) */
-    Operand Co = {C, CUDA_R_32F, m, n, (int)c->ld, 0};
+    Operand Co = {C, c->type, m, n, (int)c->ld, 0};
     if (!inside_device(Co, 1)) return CUBLAS_STATUS_INVALID_VALUE;
     for (int j = 0; j < n; j++)
-      memcpy((float *)D + (size_t)j * d->ld, (const float *)C + (size_t)j * c->ld,
-             (size_t)m * sizeof(float));
+      memcpy((char *)D + (size_t)j * d->ld * eb, (const char *)C + (size_t)j * c->ld * eb,
+             (size_t)m * eb);
   }
+  /* the bias has D's type; the bias gradient C's (here the same) */
   size_t bias_n = op->epilogue == CUBLASLT_EPILOGUE_BIAS ? (size_t)m : (size_t)n;
   if (op->epilogue != CUBLASLT_EPILOGUE_DEFAULT &&
-      (!op->bias || !emu_is_device_range(op->bias, bias_n * sizeof(float))))
+      (!op->bias || !emu_is_device_range(op->bias, bias_n * eb)))
     return CUBLAS_STATUS_INVALID_VALUE;
+  Bias bias = {op->epilogue == CUBLASLT_EPILOGUE_BIAS ? op->bias : nullptr, d->type};
   cublasStatus_t st = gemm_math(op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, op->ta, op->tb, m, n,
                                 k, *(const float *)alpha,
                                 Operand{A, a->type, 0, 0, (int)a->ld, 0},
                                 Operand{B, b->type, 0, 0, (int)b->ld, 0}, *(const float *)beta,
-                                (float *)D, (int)d->ld, 0, 1);
+                                D, d->type, (int)d->ld, 0, 1, bias);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
-  if (op->epilogue == CUBLASLT_EPILOGUE_BIAS)
-    for (int j = 0; j < n; j++)
-      for (int i = 0; i < m; i++) ((float *)D)[(size_t)j * d->ld + i] += op->bias[i];
-  if (op->epilogue == CUBLASLT_EPILOGUE_BGRADB) lt_bias_gradient(op, B, b, n, k);
+  if (op->epilogue == CUBLASLT_EPILOGUE_BGRADB) lt_bias_gradient(op, B, b, c->type, n, k);
   return CUBLAS_STATUS_SUCCESS;
 }
 
