@@ -45,20 +45,20 @@ static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int
 
 /* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)) into
  * out: dP itself (in place), or its bf16 operand buffer when dS is only
- * that (bf16 products). */
-template <class TO, class TP>
-static __global__ void softmax_bwd_kernel(TO *out, const float *dP, const TP *probs, int S,
+ * that (bf16 products). dP is fp32, or bf16 with bf16 products. */
+template <class TO, class TD, class TP>
+static __global__ void softmax_bwd_kernel(TO *out, const TD *dP, const TP *probs, int S,
                                           size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   const int lane = threadIdx.x % 32;
   const TP *pr = probs + R * S;
-  const float *dr = dP + R * S;
+  const TD *dr = dP + R * S;
   TO *o = out + R * S;
   double dot = 0.0;
-  for (int j = lane; j < S; j += 32) dot += (double)ldf(&pr[j]) * dr[j];
+  for (int j = lane; j < S; j += 32) dot += (double)ldf(&pr[j]) * ldf(&dr[j]);
   float fdot = (float)warp_sum(dot);
-  for (int j = lane; j < S; j += 32) store_as(&o[j], ldf(&pr[j]) * (dr[j] - fdot));
+  for (int j = lane; j < S; j += 32) store_as(&o[j], ldf(&pr[j]) * (ldf(&dr[j]) - fdot));
 }
 
 /* The dropped probabilities as the A operand of a product: in bf16 products
@@ -107,21 +107,24 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
                Mat{ctx, H, sC, hd}, B, nh);
 }
 
-/* dS from dP (fp32 scratch) and probs: in place in dP, or (bf16 products)
- * into operand buffer 2; returns dS as the operand of the next products. */
-static Mat softmax_backward(float *dP, const float *probs, size_t all, int B, int S, int nh,
+/* dS from dP (scratch: fp32, or bf16 with bf16 products) and probs: in
+ * place in dP, or (bf16 products) into operand buffer 2; returns dS as the
+ * operand of the next products. */
+static Mat softmax_backward(void *dP, const float *probs, size_t all, int B, int S, int nh,
                             long long sP, long long SS) {
   const size_t rows = (size_t)B * nh * S;
   const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
-  Mat dS = {dP, S, sP, SS};
+  Mat dS = {(const float *)dP, S, sP, SS};
   by_act("attn_bwd", {probs}, [&](auto t) {
     using TP = decltype(t);
     if (cuda_bf16()) {
       __nv_bfloat16 *d16 = bf16_buffer(2, all);
-      softmax_bwd_kernel<__nv_bfloat16, TP><<<grid, THREADS>>>(d16, dP, tp<TP>(probs), S, rows);
+      softmax_bwd_kernel<__nv_bfloat16, __nv_bfloat16, TP><<<grid, THREADS>>>(
+          d16, (const __nv_bfloat16 *)dP, tp<TP>(probs), S, rows);
       dS.p16 = d16, dS.rows16 = S, dS.cols16 = S;
     } else {
-      softmax_bwd_kernel<float, TP><<<grid, THREADS>>>(dP, dP, tp<TP>(probs), S, rows);
+      softmax_bwd_kernel<float, float, TP><<<grid, THREADS>>>((float *)dP, (const float *)dP,
+                                                             tp<TP>(probs), S, rows);
     }
   });
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
@@ -143,17 +146,21 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
   const size_t all = (size_t)B * nh * SS;
-  const bool pd_fp32 = p > 0.0f && !cuda_bf16();
-  float *dP = (float *)cuda_scratch((pd_fp32 ? 2 : 1) * all * sizeof(float));
-  const Mat P = dropped_probs(probs, dP + all, all, S, sP, SS, p, key);
+  /* dP: the scratch, fp32 (with fp32 dropped probabilities after it), or
+   * bf16 with bf16 products (the product writes it, two passes read it) */
+  const bool bf16 = cuda_bf16(), pd_fp32 = p > 0.0f && !bf16;
+  void *dP = cuda_scratch((pd_fp32 ? 2 : 1) * all * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float)));
+  const Mat P = dropped_probs(probs, (float *)dP + all, all, S, sP, SS, p, key);
   const Mat Q = {q, ld, sQ, hd}, K = {k, ld, sQ, hd}, V = {v, ld, sQ, hd};
   /* dC is an operand of two products, dS below too: in bf16 converted once */
   const Mat dC = mat_bf16("attn_bwd dctx", 3, Mat{dctx, H, sC, hd}, S, hd, B, nh);
   gemm_rm_grid("attn_bwd dv", true, false, S, hd, S, 1.0f, P, dC, 0.0f, Mat{dv, ld, sQ, hd}, B,
                nh);
-  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, V, 0.0f, Mat{dP, S, sP, SS},
-               B, nh);
-  if (p > 0.0f) cuda_dropout_bwd(dP, dP, all, p, key);
+  Mat dPm = {(const float *)dP, S, sP, SS};
+  if (bf16) dPm.p16 = dP, dPm.same16 = true; /* a bf16 output */
+  gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, V, 0.0f, dPm, B, nh);
+  if (p > 0.0f && bf16) cuda_dropout_to_bf16((__nv_bfloat16 *)dP, dP, true, all, p, key);
+  else if (p > 0.0f) cuda_dropout_bwd((float *)dP, (const float *)dP, all, p, key);
   const Mat dS = softmax_backward(dP, probs, all, B, S, nh, sP, SS);
   gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dS, K, 0.0f, Mat{dq, ld, sQ, hd}, B,
                nh);
