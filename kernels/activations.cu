@@ -1,17 +1,22 @@
 /* Activation buffers (Ops.alloc_act). With bf16 on (set_bf16), their
- * elements are stored as bf16: element i of the buffer at p (addressed as
- * p + i, an fp32 view, as the model and the ops contract address it) is
- * bf16 element i from the buffer's start, in the first half of its
- * allocation. Every op maps its activation arguments with act_bf16 / tp,
- * and the memory ops convert at the host boundary. Buffers are kept sorted
- * by address, so a pointer is found by binary search. */
+ * elements are stored as bf16: the model and the ops contract address a
+ * buffer as fp32 (element i of the buffer at p is p + i), so the buffer's
+ * pointer is a view: host address space reserved with no memory behind it
+ * (PROT_NONE), which no device code may touch; its bf16 elements live in a
+ * device allocation of half the size, element i at dev + i. Every op maps
+ * its activation arguments with act_bf16 / tp, and the memory ops convert
+ * at the host boundary. A view that reached the device unmapped would fault
+ * at once. Buffers are kept sorted by address, so a pointer is found by
+ * binary search. */
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "ops_cuda_internal.cuh"
 
 struct ActBuf {
   const char *lo, *hi; /* the fp32 view: [lo, hi) */
   int bf16;
+  __nv_bfloat16 *dev; /* bf16: the elements; NULL for an fp32 buffer (lo is its memory) */
 };
 
 static ActBuf *g_bufs;
@@ -37,22 +42,47 @@ static const ActBuf *find(const void *p) {
 
 size_t cuda_act_buffers(void) { return g_n; }
 
-void *cuda_alloc_act(size_t bytes) {
-  void *p = dev_alloc(bytes, "activations");
-  CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 1), "activations memset (%zu bytes)", bytes);
-  grow((void **)&g_bufs, &g_cap, g_n + 1, sizeof *g_bufs);
-  size_t i = upper((const char *)p);
-  memmove(g_bufs + i + 1, g_bufs + i, (g_n - i) * sizeof *g_bufs);
-  g_bufs[i] = ActBuf{(const char *)p, (const char *)p + (bytes ? bytes : 1), cuda_bf16()};
-  g_n++;
-  return p;
+/* bytes of address space for a view, with no memory behind it. */
+static void *reserve_view(size_t bytes) {
+  void *v = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (v == MAP_FAILED) die("ops: cannot reserve %zu bytes of address space for activations", bytes);
+  return v;
 }
 
-void act_forget(const void *p) {
+void *cuda_alloc_act(size_t bytes) {
+  if (!bytes) bytes = sizeof(float);
+  ActBuf b = {NULL, NULL, cuda_bf16(), NULL};
+  if (b.bf16) {
+    size_t n = ceil_div(bytes, sizeof(float));
+    b.lo = (const char *)reserve_view(bytes);
+    b.dev = (__nv_bfloat16 *)dev_alloc(n * sizeof *b.dev, "bf16 activations");
+    CUDA_CHECK(cudaMemset(b.dev, 0, n * sizeof *b.dev), "bf16 activations memset (%zu)", n);
+  } else {
+    b.lo = (const char *)dev_alloc(bytes, "activations");
+    CUDA_CHECK(cudaMemset((void *)b.lo, 0, bytes), "activations memset (%zu bytes)", bytes);
+  }
+  b.hi = b.lo + bytes;
+  grow((void **)&g_bufs, &g_cap, g_n + 1, sizeof *g_bufs);
+  size_t i = upper(b.lo);
+  memmove(g_bufs + i + 1, g_bufs + i, (g_n - i) * sizeof *g_bufs);
+  g_bufs[i] = b;
+  g_n++;
+  return (void *)b.lo;
+}
+
+bool act_free(void *p) {
   size_t i = upper((const char *)p);
-  if (i == 0 || g_bufs[i - 1].lo != (const char *)p) return;
+  if (i == 0 || g_bufs[i - 1].lo != (const char *)p) return false;
+  ActBuf b = g_bufs[i - 1];
   memmove(g_bufs + i - 1, g_bufs + i, (g_n - i) * sizeof *g_bufs);
   g_n--;
+  if (b.bf16) {
+    dev_free(b.dev, "bf16 activations");
+    if (munmap((void *)b.lo, (size_t)(b.hi - b.lo)) != 0) die("ops: munmap of an activation view");
+  } else {
+    dev_free(p, "activations");
+  }
+  return true;
 }
 
 bool is_act16(const void *p) {
@@ -63,7 +93,7 @@ bool is_act16(const void *p) {
 __nv_bfloat16 *act16(const void *p) {
   const ActBuf *b = find(p);
   if (!b || !b->bf16) die("ops: %p is not in a bf16 activation buffer", p);
-  return (__nv_bfloat16 *)b->lo + ((const float *)p - (const float *)b->lo);
+  return b->dev + ((const float *)p - (const float *)b->lo);
 }
 
 bool act_bf16(const char *op, std::initializer_list<const void *> acts) {

@@ -92,8 +92,7 @@ static void *cuda_alloc(size_t bytes) {
 
 static void cuda_free(void *p) {
   params_forget(p);
-  act_forget(p);
-  dev_free(p, "ops");
+  if (!act_free(p)) dev_free(p, "ops");
 }
 
 /* The memory ops take sizes in fp32 bytes; on bf16 activation buffers

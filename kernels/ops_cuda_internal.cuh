@@ -255,7 +255,8 @@ __device__ inline float ldf(const __nv_bfloat16 *p) { return __bfloat162float(*p
  * act_zero / act_to_device / act_to_host / act_copy: the memory ops on a
  *   bf16 activation buffer (sizes in fp32 bytes, values converted). */
 void *cuda_alloc_act(size_t bytes);
-void act_forget(const void *p);
+/* Frees p when it is an activation buffer (then true). */
+bool act_free(void *p);
 size_t cuda_act_buffers(void);
 bool is_act16(const void *p);
 __nv_bfloat16 *act16(const void *p);

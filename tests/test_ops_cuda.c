@@ -194,10 +194,13 @@ static void check_mask(const char *op, float *res[3], size_t n, float p) {
 
 /* ---- memory ---- */
 
-static void test_memory(void) {
+/* act: on activation buffers (bf16 while set_bf16 is on; the inputs are
+ * then bf16 values, so they come back exact). */
+static void test_memory(int act) {
   const size_t n = 1001;
   float *h = rnd(n, -1, 1), *back = xmalloc(n * sizeof *back);
-  float *d = GPU->alloc(n * sizeof *d), *d2 = GPU->alloc(n * sizeof *d2);
+  void *(*alloc)(size_t) = act ? GPU->alloc_act : GPU->alloc;
+  float *d = alloc(n * sizeof *d), *d2 = alloc(n * sizeof *d2);
   GPU->to_host(back, d, n * sizeof *back);
   int zeroed = 1;
   for (size_t i = 0; i < n; i++) zeroed &= back[i] == 0.0f;
@@ -209,14 +212,31 @@ static void test_memory(void) {
   GPU->to_host(back, d2, n * sizeof *back);
   int moved = 1;
   for (size_t i = 0; i < n; i++) moved &= back[i] == (i >= 10 && i < 30 ? 0.0f : h[i]);
-  printf("%-18s alloc zero-filled %s, to_device/copy/zero/to_host %s\n", "memory",
-         zeroed ? "PASS" : "FAIL", moved ? "PASS" : "FAIL");
+  printf("%-18s alloc zero-filled %s, to_device/copy/zero/to_host %s\n",
+         act ? (g_round16 ? "memory/act/bf16" : "memory/act") : "memory", zeroed ? "PASS" : "FAIL",
+         moved ? "PASS" : "FAIL");
   CHECK(zeroed);
   CHECK(moved);
   GPU->free(d);
   GPU->free(d2);
   free(h);
   free(back);
+}
+
+/* A bf16 activation buffer holds half its fp32 size on the device: a
+ * buffer far larger than anything before raises the peak by about that. */
+static void test_act_memory(void) {
+  const size_t bytes = (size_t)64 << 20;
+  DeviceInfo before, after;
+  GPU->device_info(&before);
+  void *a = GPU->alloc_act(bytes);
+  GPU->device_info(&after);
+  GPU->free(a);
+  double grew = (double)after.peak_bytes - (double)before.peak_bytes;
+  int half = grew > 0.4 * bytes && grew < 0.6 * bytes;
+  printf("%-18s a %zu MiB buffer raised the peak by %.1f MiB  %s\n", "memory/act/bf16",
+         bytes >> 20, grew / 1048576.0, half ? "PASS" : "FAIL");
+  CHECK(half);
 }
 
 /* ---- linear ---- */
@@ -811,7 +831,8 @@ int main(void) {
   CPU = ops_cpu();
   GPU = ops_cuda();
 
-  test_memory();
+  test_memory(0);
+  test_memory(1);
   test_act_ops();
   /* TF32 products: a linear product again. */
   GPU->set_tf32(1);
@@ -825,6 +846,8 @@ int main(void) {
   g_round16 = 1;
   g_tol_override = TOL_BF16;
   g_mode = "/bf16";
+  test_memory(1);
+  test_act_memory();
   test_act_ops();
   test_weight_copy();
   GPU->set_bf16(0);
