@@ -228,7 +228,8 @@ void params_forget(const void *p);
 #define WRITES_FROM(p) params_written((p), dev_bytes_after(p))
 /* ops_cuda.cu: 1 while TF32 products are allowed (set_tf32). */
 int cuda_tf32(void);
-/* 1: gemm_rm multiplies bf16-rounded inputs (fp32 accumulation and result). */
+/* gemm.cu: Ops.set_bf16 (bf16 activation buffers from now on, and bf16
+ * products), and whether it is on. */
 void cuda_set_bf16(int on);
 int cuda_bf16(void);
 /* gemm.cu: the shared bf16 operand buffer which (0..3, see gemm.cu), of
