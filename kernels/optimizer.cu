@@ -103,12 +103,18 @@ static __global__ void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g
   }
 }
 
-/* The end of the last range: how far an optimizer step writes into w. */
-static size_t ranges_extent(const ParamRange *r, int nr) {
-  size_t e = 0;
+/* An optimizer step's checks and what it writes: w, m and v up to the end
+ * of the last range. Returns the weights' bf16 copy to update along with w
+ * (params_bf16.cu), or NULL. */
+static __nv_bfloat16 *optimizer_begin(const char *op, const float *w, const float *m,
+                                      const float *v, const ParamRange *r, int nr) {
+  optim_check_ranges(op, r, nr);
+  size_t extent = 0;
   for (int i = 0; i < nr; i++)
-    if (r[i].offset + r[i].count > e) e = r[i].offset + r[i].count;
-  return e;
+    if (r[i].offset + r[i].count > extent) extent = r[i].offset + r[i].count;
+  WRITES(m, extent);
+  WRITES(v, extent);
+  return params_bf16_for_update(w, extent);
 }
 
 void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
@@ -119,11 +125,7 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.sqrt_c2 = sqrtf(a.k.c2);
   a.eps = o->eps;
   a.shrink = 1.0f - o->lr * o->weight_decay;
-  optim_check_ranges("adamw", r, nr);
-  size_t extent = ranges_extent(r, nr);
-  __nv_bfloat16 *w16 = params_bf16_for_update(w, extent);
-  WRITES(m, extent);
-  WRITES(v, extent);
+  __nv_bfloat16 *w16 = optimizer_begin("adamw", w, m, v, r, nr);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "adamw", r, nr, &next);
@@ -195,11 +197,7 @@ static __global__ void lamb_apply_kernel(float *w, __nv_bfloat16 *w16, const flo
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
-  optim_check_ranges("lamb", r, nr);
-  size_t extent = ranges_extent(r, nr);
-  __nv_bfloat16 *w16 = params_bf16_for_update(w, extent);
-  WRITES(m, extent);
-  WRITES(v, extent);
+  __nv_bfloat16 *w16 = optimizer_begin("lamb", w, m, v, r, nr);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
     unsigned tiles = next_chunk(&c, "lamb", r, nr, &next);

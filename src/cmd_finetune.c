@@ -11,16 +11,10 @@
 #include "util.h"
 
 static int run(int argc, char **argv) {
-  const char *ckpt = NULL, *task = NULL, *data = NULL, *out = NULL;
-  CliOpt opts[] = {
-    {"checkpoint", OPT_STRING, &ckpt}, {"task", OPT_STRING, &task},
-    {"data", OPT_STRING, &data},       {"out", OPT_STRING, &out},
-  };
   Config cfg;
-  cli_parse(&CMD_FINETUNE, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
-  if (!ckpt) die("finetune: no checkpoint: pass --checkpoint FILE.h5 (from 'bertrain pretrain')");
-  config_free(&cfg);
-  train_config_from_checkpoint(ckpt, argc, argv, &cfg);
+  CheckpointArgs ca;
+  train_checkpoint_args(&CMD_FINETUNE, "bertrain pretrain", argc, argv, &ca, &cfg);
+  const char *ckpt = ca.ckpt, *task = ca.task, *data = ca.data, *out = ca.out;
   if (task) train_override(&cfg, "finetune.task", glue_task_parse(task) == GLUE_MRPC ? "mrpc" : "sst2");
   if (data) train_override(&cfg, "finetune.data", data);
   char dir[PATH_MAX];

@@ -32,17 +32,11 @@ static void write_predictions(const char *path, const GlueSet *set, const int *p
 }
 
 static int run(int argc, char **argv) {
-  const char *ckpt = NULL, *task = NULL, *data = NULL, *out = NULL;
-  CliOpt opts[] = {
-    {"checkpoint", OPT_STRING, &ckpt}, {"task", OPT_STRING, &task},
-    {"data", OPT_STRING, &data},       {"out", OPT_STRING, &out},
-  };
   Config cfg;
-  cli_parse(&CMD_PREDICT, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
-  if (!ckpt) die("predict: no checkpoint: pass --checkpoint FILE.h5 (from 'bertrain finetune')");
+  CheckpointArgs ca;
+  train_checkpoint_args(&CMD_PREDICT, "bertrain finetune", argc, argv, &ca, &cfg);
+  const char *ckpt = ca.ckpt, *task = ca.task, *data = ca.data, *out = ca.out;
   if (!data) die("predict: no input: pass --data FILE.tsv");
-  config_free(&cfg);
-  train_config_from_checkpoint(ckpt, argc, argv, &cfg);
   GlueTask gt = glue_task_parse(task ? task : cfg.finetune.task);
   const Ops *ops = train_ops(&cfg);
   ModelShape file_shape;

@@ -230,3 +230,17 @@ Vocab *train_vocab_for_checkpoint(const char *ckpt, const Config *cfg) {
   vocab_free(embedded);
   return v;
 }
+
+void train_checkpoint_args(const Command *cmd, const char *from_hint, int argc, char **argv,
+                           CheckpointArgs *a, Config *cfg) {
+  *a = (CheckpointArgs){0};
+  CliOpt opts[] = {
+    {"checkpoint", OPT_STRING, &a->ckpt}, {"task", OPT_STRING, &a->task},
+    {"data", OPT_STRING, &a->data},       {"out", OPT_STRING, &a->out},
+  };
+  cli_parse(cmd, argc, argv, opts, (int)ARRAY_LEN(opts), cfg);
+  if (!a->ckpt)
+    die("%s: no checkpoint: pass --checkpoint FILE.h5 (from '%s')", cmd->name, from_hint);
+  config_free(cfg);
+  train_config_from_checkpoint(a->ckpt, argc, argv, cfg);
+}

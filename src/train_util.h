@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "cli.h"
 #include "config.h"
 #include "ops.h"
 #include "params.h"
@@ -47,6 +48,16 @@ void metrics_close(FILE *f, const char *path);
  * (model.layers, hidden, heads, intermediate, max_position, type_vocab,
  * lowercase). cfg must be freed with config_free. */
 void train_config_from_checkpoint(const char *ckpt, int argc, char **argv, Config *cfg);
+
+/* The options of the commands that start from a weights file (finetune,
+ * predict): --checkpoint FILE (required; without it, die saying where such
+ * a file comes from: from_hint), --task, --data and --out (NULL when not
+ * given); cfg as train_config_from_checkpoint makes it. */
+typedef struct CheckpointArgs {
+  const char *ckpt, *task, *data, *out;
+} CheckpointArgs;
+void train_checkpoint_args(const Command *cmd, const char *from_hint, int argc, char **argv,
+                           CheckpointArgs *a, Config *cfg);
 
 /* The vocabulary for weights file ckpt: the one embedded in it, or the file
  * model.vocab names when the user set it (different from the one in the
