@@ -6,47 +6,84 @@
 
 #define SQRT1_2 0.70710678118654752f
 
-template <class T>
-static __global__ void add_kernel(T *out, const T *a, const T *b, size_t n) {
-  GRID_STRIDE(i, n) store_as(&out[i], ldf(&a[i]) + ldf(&b[i]));
-}
-
-template <class T>
-static __global__ void scale_kernel(T *x, size_t n, float s) {
-  GRID_STRIDE(i, n) store_as(&x[i], ldf(&x[i]) * s);
-}
-
-template <class T>
-static __global__ void gelu_fwd_kernel(T *out, const T *x, size_t n) {
-  GRID_STRIDE(i, n) {
-    float xi = ldf(&x[i]);
-    store_as(&out[i], 0.5f * xi * (1.0f + erff(xi * SQRT1_2)));
+/* Each op as a function of one or two input elements (b is a's partner:
+ * gelu_bwd's x, tanh_bwd's y, add's second term; unary ops ignore it). */
+struct AddOp {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct ScaleOp {
+  float s;
+  __device__ float operator()(float a, float) const { return a * s; }
+};
+struct GeluOp {
+  __device__ float operator()(float x, float) const { return 0.5f * x * (1.0f + erff(x * SQRT1_2)); }
+};
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x); a is dy, b is x */
+struct GeluBwdOp {
+  __device__ float operator()(float dy, float x) const {
+    float cdf = 0.5f * (1.0f + erff(x * SQRT1_2));
+    float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
+    return dy * (cdf + x * pdf);
   }
-}
+};
+struct TanhOp {
+  __device__ float operator()(float x, float) const { return tanhf(x); }
+};
+/* a is dy, b is y = tanh(x) */
+struct TanhBwdOp {
+  __device__ float operator()(float dy, float y) const { return dy * (1.0f - y * y); }
+};
 
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
+/* 16 bytes of T (4 floats or 8 bf16): loaded and stored whole, because one
+ * 2- or 4-byte access per thread keeps too few bytes in flight to reach the
+ * memory bandwidth. */
 template <class T>
-static __global__ void gelu_bwd_kernel(T *dx, const T *dy, const T *x, size_t n) {
-  const float inv_sqrt_2pi = 0.3989422804014327f;
-  GRID_STRIDE(i, n) {
-    float xi = ldf(&x[i]);
-    float cdf = 0.5f * (1.0f + erff(xi * SQRT1_2));
-    float pdf = inv_sqrt_2pi * expf(-0.5f * xi * xi);
-    store_as(&dx[i], ldf(&dy[i]) * (cdf + xi * pdf));
+struct alignas(16) Pack {
+  T v[16 / sizeof(T)];
+};
+
+/* out[i] = op(a[i], b[i]): a pack per thread and step (all three 16-byte
+ * aligned), the tail (fewer than a pack) by block 0. */
+template <class T, class Op>
+static __global__ void map_packed_kernel(T *out, const T *a, const T *b, size_t n, Op op) {
+  const int N = (int)(16 / sizeof(T));
+  const size_t packs = n / N;
+  GRID_STRIDE(q, packs) {
+    const Pack<T> pa = reinterpret_cast<const Pack<T> *>(a)[q];
+    const Pack<T> pb = reinterpret_cast<const Pack<T> *>(b)[q];
+    Pack<T> po;
+    for (int k = 0; k < N; k++) store_as(&po.v[k], op(ldf(&pa.v[k]), ldf(&pb.v[k])));
+    reinterpret_cast<Pack<T> *>(out)[q] = po;
   }
+  if (blockIdx.x == 0)
+    for (size_t i = packs * N + threadIdx.x; i < n; i += blockDim.x)
+      store_as(&out[i], op(ldf(&a[i]), ldf(&b[i])));
 }
 
-template <class T>
-static __global__ void tanh_fwd_kernel(T *out, const T *x, size_t n) {
-  GRID_STRIDE(i, n) store_as(&out[i], tanhf(ldf(&x[i])));
+/* The same an element at a time, for buffers that are not aligned. */
+template <class T, class Op>
+static __global__ void map_kernel(T *out, const T *a, const T *b, size_t n, Op op) {
+  GRID_STRIDE(i, n) store_as(&out[i], op(ldf(&a[i]), ldf(&b[i])));
 }
 
-template <class T>
-static __global__ void tanh_bwd_kernel(T *dx, const T *dy, const T *y, size_t n) {
-  GRID_STRIDE(i, n) {
-    float yi = ldf(&y[i]);
-    store_as(&dx[i], ldf(&dy[i]) * (1.0f - yi * yi));
-  }
+static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+/* out[i] = op(a[i], b[i]) over activations of the op's kind (b NULL: a). */
+template <class Op>
+static void map(const char *name, float *out, const float *a, const float *b, size_t n, Op op) {
+  if (!n) return;
+  WRITES(out, n);
+  by_act(name, {out, a, b}, [&](auto t) {
+    using T = decltype(t);
+    T *o = tp<T>(out);
+    const T *x = tp<T>(a), *y = b ? tp<T>(b) : x;
+    if (aligned16(o) && aligned16(x) && aligned16(y))
+      map_packed_kernel<T, Op><<<grid_for(ceil_div(n, 16 / sizeof(T)), THREADS), THREADS>>>(
+          o, x, y, n, op);
+    else
+      map_kernel<T, Op><<<grid_for(n, THREADS), THREADS>>>(o, x, y, n, op);
+  });
+  LAUNCH_CHECK("%s (n=%zu)", name, n);
 }
 
 /* out[i] = x[i] * keep(elem_offset + i) / (1 - p); s = 1 / (1 - p) comes
@@ -68,67 +105,22 @@ static __global__ void dropout_kernel(TO *out, const TI *x, size_t n, float p, f
   }
 }
 
-/* Blocks for a grid-stride loop over n elements, and the launch check. */
-static unsigned ew_grid(size_t n) { return grid_for(n, THREADS); }
-
 void cuda_add(float *out, const float *a, const float *b, size_t n) {
-  if (!n) return;
-  WRITES(out, n);
-  by_act("add", {out, a, b}, [&](auto t) {
-    using T = decltype(t);
-    add_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(out), tp<T>(a), tp<T>(b), n);
-  });
-  LAUNCH_CHECK("add (n=%zu)", n);
+  map("add", out, a, b, n, AddOp{});
 }
 
-void cuda_scale(float *x, size_t n, float s) {
-  if (!n) return;
-  WRITES(x, n);
-  by_act("scale", {x}, [&](auto t) {
-    using T = decltype(t);
-    scale_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(x), n, s);
-  });
-  LAUNCH_CHECK("scale (n=%zu)", n);
-}
+void cuda_scale(float *x, size_t n, float s) { map("scale", x, x, NULL, n, ScaleOp{s}); }
 
-void cuda_gelu_fwd(float *out, const float *x, size_t n) {
-  if (!n) return;
-  WRITES(out, n);
-  by_act("gelu_fwd", {out, x}, [&](auto t) {
-    using T = decltype(t);
-    gelu_fwd_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(out), tp<T>(x), n);
-  });
-  LAUNCH_CHECK("gelu_fwd (n=%zu)", n);
-}
+void cuda_gelu_fwd(float *out, const float *x, size_t n) { map("gelu_fwd", out, x, NULL, n, GeluOp{}); }
 
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-  if (!n) return;
-  WRITES(dx, n);
-  by_act("gelu_bwd", {dx, dy, x}, [&](auto t) {
-    using T = decltype(t);
-    gelu_bwd_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(dx), tp<T>(dy), tp<T>(x), n);
-  });
-  LAUNCH_CHECK("gelu_bwd (n=%zu)", n);
+  map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
 }
 
-void cuda_tanh_fwd(float *out, const float *x, size_t n) {
-  if (!n) return;
-  WRITES(out, n);
-  by_act("tanh_fwd", {out, x}, [&](auto t) {
-    using T = decltype(t);
-    tanh_fwd_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(out), tp<T>(x), n);
-  });
-  LAUNCH_CHECK("tanh_fwd (n=%zu)", n);
-}
+void cuda_tanh_fwd(float *out, const float *x, size_t n) { map("tanh_fwd", out, x, NULL, n, TanhOp{}); }
 
 void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
-  if (!n) return;
-  WRITES(dx, n);
-  by_act("tanh_bwd", {dx, dy, y}, [&](auto t) {
-    using T = decltype(t);
-    tanh_bwd_kernel<T><<<ew_grid(n), THREADS>>>(tp<T>(dx), tp<T>(dy), tp<T>(y), n);
-  });
-  LAUNCH_CHECK("tanh_bwd (n=%zu)", n);
+  map("tanh_bwd", dx, dy, y, n, TanhBwdOp{});
 }
 
 template <class TO, class TI>
