@@ -19,28 +19,16 @@ static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int
                                            size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
-  const int lane = threadIdx.x % 32;
   T *row = P + R * S;
   const int32_t *mrow = mask ? mask + (R / S / nh) * S : NULL;
+  auto masked = [&](int j, float v) { return mrow && mrow[j] == 0 ? v + ATTN_MASK_NEG : v; };
   float mx = -INFINITY;
-  for (int j = lane; j < S; j += 32) {
-    float v = ldf(&row[j]);
-    if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
-    mx = fmaxf(mx, v);
-  }
+  row_each(row, S, [&](int j, float v) { mx = fmaxf(mx, masked(j, v)); });
   mx = warp_max(mx);
   double sum = 0.0;
-  for (int j = lane; j < S; j += 32) {
-    float v = ldf(&row[j]);
-    if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
-    sum += expf(v - mx);
-  }
+  row_each(row, S, [&](int j, float v) { sum += expf(masked(j, v) - mx); });
   float inv = (float)(1.0 / warp_sum(sum));
-  for (int j = lane; j < S; j += 32) {
-    float v = ldf(&row[j]);
-    if (mrow && mrow[j] == 0) v += ATTN_MASK_NEG;
-    store_as(&row[j], expf(v - mx) * inv);
-  }
+  row_put(row, S, [&](int j) { return expf(masked(j, ldf(&row[j])) - mx) * inv; });
 }
 
 /* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)) into
@@ -51,14 +39,12 @@ static __global__ void softmax_bwd_kernel(TO *out, const TD *dP, const TP *probs
                                           size_t nrows) {
   const size_t R = warp_row();
   if (R >= nrows) return;
-  const int lane = threadIdx.x % 32;
   const TP *pr = probs + R * S;
   const TD *dr = dP + R * S;
-  TO *o = out + R * S;
   double dot = 0.0;
-  for (int j = lane; j < S; j += 32) dot += (double)ldf(&pr[j]) * ldf(&dr[j]);
+  row_each2(pr, dr, S, [&](int, float p, float d) { dot += (double)p * d; });
   float fdot = (float)warp_sum(dot);
-  for (int j = lane; j < S; j += 32) store_as(&o[j], ldf(&pr[j]) * (ldf(&dr[j]) - fdot));
+  row_put(out + R * S, S, [&](int j) { return ldf(&pr[j]) * (ldf(&dr[j]) - fdot); });
 }
 
 /* The dropped probabilities as the A operand of a product: in bf16 products

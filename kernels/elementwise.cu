@@ -34,14 +34,6 @@ struct TanhBwdOp {
   __device__ float operator()(float dy, float y) const { return dy * (1.0f - y * y); }
 };
 
-/* 16 bytes of T (4 floats or 8 bf16): loaded and stored whole, because one
- * 2- or 4-byte access per thread keeps too few bytes in flight to reach the
- * memory bandwidth. */
-template <class T>
-struct alignas(16) Pack {
-  T v[16 / sizeof(T)];
-};
-
 /* out[i] = op(a[i], b[i]): a pack per thread and step (all three 16-byte
  * aligned), the tail (fewer than a pack) by block 0. */
 template <class T, class Op>
@@ -65,8 +57,6 @@ template <class T, class Op>
 static __global__ void map_kernel(T *out, const T *a, const T *b, size_t n, Op op) {
   GRID_STRIDE(i, n) store_as(&out[i], op(ldf(&a[i]), ldf(&b[i])));
 }
-
-static bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 /* out[i] = op(a[i], b[i]) over activations of the op's kind (b NULL: a). */
 template <class Op>

@@ -12,15 +12,14 @@ template <class T>
 __device__ static void layernorm_row(T *o, float *mean, float *rstd, const T *xr,
                                      const float *gamma, const float *beta, int c, float eps,
                                      size_t r) {
-  const int lane = threadIdx.x % 32;
   double s = 0.0;
-  for (int j = lane; j < c; j += 32) s += ldf(&xr[j]);
+  row_each(xr, c, [&](int, float v) { s += v; });
   double mu = warp_sum(s) / c, ss = 0.0;
-  for (int j = lane; j < c; j += 32) ss += (ldf(&xr[j]) - mu) * (ldf(&xr[j]) - mu);
+  row_each(xr, c, [&](int, float v) { ss += (v - mu) * (v - mu); });
   ss = warp_sum(ss);
   float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
-  for (int j = lane; j < c; j += 32) store_as(&o[j], (ldf(&xr[j]) - m) * rs * gamma[j] + beta[j]);
-  if (lane == 0) {
+  row_put(o, c, [&](int j) { return (ldf(&xr[j]) - m) * rs * gamma[j] + beta[j]; });
+  if (threadIdx.x % 32 == 0) {
     mean[r] = m;
     rstd[r] = rs;
   }
@@ -46,13 +45,12 @@ static __global__ void residual_ln_kernel(T *out, T *sum, float *mean, float *rs
                                           size_t n) {
   const size_t r = warp_row(), base = r * c;
   if (r >= n) return;
-  for (int j = threadIdx.x % 32; j < c; j += 32) {
-    float v = ldf(&y[base + j]);
+  row_map2(sum + base, y + base, res + base, c, [&](int j, float v, float rv) {
     if (p > 0.0f)
       v = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + base + j, p) ? __fmul_rn(v, s)
                                                                                : 0.0f;
-    store_as(&sum[base + j], __fadd_rn(v, ldf(&res[base + j])));
-  }
+    return __fadd_rn(v, rv);
+  });
   layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
 }
 
@@ -103,27 +101,28 @@ static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, 
                                     BranchDropout bd, size_t n) {
   const size_t r = warp_row();
   if (r >= n) return;
-  const int lane = threadIdx.x % 32;
   const T *xr = x + r * c, *dr = dy + r * c;
-  T *o = dx + r * c;
   float m = mean[r], rs = rstd[r];
   double s1 = 0.0, s2 = 0.0;
-  for (int j = lane; j < c; j += 32) {
-    float g = ldf(&dr[j]) * gamma[j];
+  row_each2(dr, xr, c, [&](int j, float d, float v) {
+    float g = d * gamma[j];
     s1 += g;
-    s2 += g * ((ldf(&xr[j]) - m) * rs);
-  }
+    s2 += g * ((v - m) * rs);
+  });
   float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
-  for (int j = lane; j < c; j += 32) {
-    float g = ldf(&dr[j]) * gamma[j], d = rs * (g - a - ((ldf(&xr[j]) - m) * rs) * b);
-    store_as(&o[j], d);
-    if (!dbranch) continue;
-    size_t e = r * c + j;
-    store_as(&dbranch[e],
-             bd.p == 0.0f ? d
-             : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + e,
-                            bd.p) ? __fmul_rn(d, bd.s) : 0.0f);
-  }
+  auto grad = [&](int j) {
+    float g = ldf(&dr[j]) * gamma[j];
+    return rs * (g - a - ((ldf(&xr[j]) - m) * rs) * b);
+  };
+  /* dbranch first: it recomputes dx from dy, which dx may overwrite */
+  if (dbranch)
+    row_put(dbranch + r * c, c, [&](int j) {
+      float d = grad(j);
+      return bd.p == 0.0f ? d
+             : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + r * c + j,
+                            bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
+    });
+  row_put(dx + r * c, c, grad);
 }
 
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,

@@ -247,6 +247,85 @@ __device__ inline void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat
 __device__ inline float ldf(const float *p) { return *p; }
 __device__ inline float ldf(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
+/* 16 bytes of T (4 floats or 8 bf16): loaded and stored whole, because one
+ * 2- or 4-byte access per thread keeps too few bytes in flight to reach the
+ * memory bandwidth. */
+template <class T>
+struct alignas(16) Pack {
+  T v[16 / sizeof(T)];
+};
+
+__host__ __device__ inline bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+/* f(j, x[j]) for the elements of a row of c that this lane of the row's
+ * warp owns: 16-byte packs j = 8q..8q+7 (4q..4q+3 for fp32) for lane q mod
+ * 32 when the row allows (aligned, c a multiple of a pack), else j = lane
+ * mod 32. Reads and writes through row_put use the same ownership, so a
+ * row may be rewritten in place. */
+template <class T, class F>
+__device__ inline void row_each(const T *x, int c, F f) {
+  const int lane = threadIdx.x % 32, N = (int)(16 / sizeof(T));
+  if (c % N == 0 && aligned16(x)) {
+    for (int q = lane; q < c / N; q += 32) {
+      const Pack<T> p = reinterpret_cast<const Pack<T> *>(x)[q];
+      for (int k = 0; k < N; k++) f(q * N + k, ldf(&p.v[k]));
+    }
+  } else {
+    for (int j = lane; j < c; j += 32) f(j, ldf(&x[j]));
+  }
+}
+
+/* f(j, a[j], b[j]): row_each over two rows (packs when both allow it and
+ * their elements are the same size). */
+template <class TA, class TB, class F>
+__device__ inline void row_each2(const TA *a, const TB *b, int c, F f) {
+  const int lane = threadIdx.x % 32, N = (int)(16 / sizeof(TA));
+  if (sizeof(TA) == sizeof(TB) && c % N == 0 && aligned16(a) && aligned16(b)) {
+    for (int q = lane; q < c / N; q += 32) {
+      const Pack<TA> pa = reinterpret_cast<const Pack<TA> *>(a)[q];
+      const Pack<TB> pb = reinterpret_cast<const Pack<TB> *>(b)[q];
+      for (int k = 0; k < N; k++) f(q * N + k, ldf(&pa.v[k]), ldf(&pb.v[k]));
+    }
+  } else {
+    for (int j = lane; j < c; j += 32) f(j, ldf(&a[j]), ldf(&b[j]));
+  }
+}
+
+/* out[j] = f(j, a[j], b[j]) over a row, a pack at a time when all three
+ * allow it; out may be a or b. */
+template <class T, class F>
+__device__ inline void row_map2(T *out, const T *a, const T *b, int c, F f) {
+  const int lane = threadIdx.x % 32, N = (int)(16 / sizeof(T));
+  if (c % N == 0 && aligned16(out) && aligned16(a) && aligned16(b)) {
+    for (int q = lane; q < c / N; q += 32) {
+      const Pack<T> pa = reinterpret_cast<const Pack<T> *>(a)[q];
+      const Pack<T> pb = reinterpret_cast<const Pack<T> *>(b)[q];
+      Pack<T> po;
+      for (int k = 0; k < N; k++) store_as(&po.v[k], f(q * N + k, ldf(&pa.v[k]), ldf(&pb.v[k])));
+      reinterpret_cast<Pack<T> *>(out)[q] = po;
+    }
+  } else {
+    for (int j = lane; j < c; j += 32) store_as(&out[j], f(j, ldf(&a[j]), ldf(&b[j])));
+  }
+}
+
+/* out[j] = g(j) for the elements of a row that this lane owns (row_each's
+ * ownership for the same c and alignment); g may read the inputs at j, as
+ * the element is read before it is written. */
+template <class T, class G>
+__device__ inline void row_put(T *out, int c, G g) {
+  const int lane = threadIdx.x % 32, N = (int)(16 / sizeof(T));
+  if (c % N == 0 && aligned16(out)) {
+    for (int q = lane; q < c / N; q += 32) {
+      Pack<T> p;
+      for (int k = 0; k < N; k++) store_as(&p.v[k], g(q * N + k));
+      reinterpret_cast<Pack<T> *>(out)[q] = p;
+    }
+  } else {
+    for (int j = lane; j < c; j += 32) store_as(&out[j], g(j));
+  }
+}
+
 /* activations.cu: activation buffers (Ops.alloc_act), bf16 when set_bf16
  * was on at their allocation.
  * is_act16: p lies in a bf16 activation buffer.

@@ -810,6 +810,7 @@ static void test_act_ops(void) {
   if (tol > 0) g_tol_override = 2 * tol; /* attention chains two bf16 products */
   test_attention(B, S, 1);
   test_attention(2, 150, 0); /* rows longer than a warp's pass, no dropout */
+  test_attention(2, 64, 1);  /* rows of whole 16-byte packs */
   g_tol_override = tol;
   test_xent(40, V, 0);
   test_xent(7, 1000, 0);
