@@ -45,10 +45,10 @@ static __global__ void residual_ln_kernel(T *out, T *sum, float *mean, float *rs
                                           size_t n) {
   const size_t r = warp_row(), base = r * c;
   if (r >= n) return;
+  DropoutWalk walk;
+  walk.key = k, walk.p = p;
   row_map2(sum + base, y + base, res + base, c, [&](int j, float v, float rv) {
-    if (p > 0.0f)
-      v = dropout_keep(k.seed, k.step, k.tensor, k.elem_offset + base + j, p) ? __fmul_rn(v, s)
-                                                                               : 0.0f;
+    if (p > 0.0f) v = walk.keep(k.elem_offset + base + j) ? __fmul_rn(v, s) : 0.0f;
     return __fadd_rn(v, rv);
   });
   layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
@@ -115,13 +115,14 @@ static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, 
     return rs * (g - a - ((ldf(&xr[j]) - m) * rs) * b);
   };
   /* dbranch first: it recomputes dx from dy, which dx may overwrite */
-  if (dbranch)
+  if (dbranch) {
+    DropoutWalk walk;
+    walk.key = bd.key, walk.p = bd.p;
     row_put(dbranch + r * c, c, [&](int j) {
       float d = grad(j);
-      return bd.p == 0.0f ? d
-             : dropout_keep(bd.key.seed, bd.key.step, bd.key.tensor, bd.key.elem_offset + r * c + j,
-                            bd.p) ? __fmul_rn(d, bd.s) : 0.0f;
+      return bd.p == 0.0f ? d : walk.keep(bd.key.elem_offset + r * c + j) ? __fmul_rn(d, bd.s) : 0.0f;
     });
+  }
   row_put(dx + r * c, c, grad);
 }
 

@@ -275,6 +275,23 @@ __device__ inline void row_each(const T *x, int c, F f) {
   }
 }
 
+/* keep(e) for the elements a lane walks in order, drawing each Philox
+ * block (four elements) once for a run of elements in one block: a lane
+ * owning 16-byte packs meets each block 2 to 4 times in a row. */
+struct DropoutWalk {
+  DropoutKey key;
+  float p;
+  uint64_t block = ~(uint64_t)0;
+  philox4x32_ctr_t r;
+  __device__ bool keep(uint64_t e) {
+    if (e >> 2 != block) {
+      block = e >> 2;
+      r = dropout_block(key.seed, key.step, key.tensor, block);
+    }
+    return dropout_keep_in(r, e, p);
+  }
+};
+
 /* f(j, a[j], b[j]): row_each over two rows (packs when both allow it and
  * their elements are the same size). */
 template <class TA, class TB, class F>

@@ -26,6 +26,44 @@ __device__ static inline RowLse lse_merge(RowLse a, RowLse b) {
   return hi;
 }
 
+/* The elements of a row of v that this thread of the row's block owns: up
+ * to the first 16-byte boundary and after the last one, one at a time;
+ * between them, 16-byte packs (rows of 30,522 logits start anywhere). For
+ * each, f(j) with j the element's index, or for a pack, f for each. */
+template <class T>
+__device__ static int row_head(const T *x, int v) {
+  int head = (int)(((16 - (uintptr_t)x % 16) % 16) / sizeof(T));
+  return head < v ? head : v;
+}
+
+/* f(j, x[j]) for this thread's elements of the row x. */
+template <class T, class F>
+__device__ static void block_row_each(const T *x, int v, F f) {
+  const int N = (int)(16 / sizeof(T)), head = row_head(x, v), packs = (v - head) / N;
+  for (int j = threadIdx.x; j < head; j += blockDim.x) f(j, ldf(&x[j]));
+  const Pack<T> *p = reinterpret_cast<const Pack<T> *>(x + head);
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    const Pack<T> pk = p[q];
+    for (int k = 0; k < N; k++) f(head + q * N + k, ldf(&pk.v[k]));
+  }
+  for (int j = head + packs * N + threadIdx.x; j < v; j += blockDim.x) f(j, ldf(&x[j]));
+}
+
+/* d[j] = g(j) for this thread's elements of the row d (block_row_each's
+ * ownership for d's alignment; g may read the inputs at j). */
+template <class T, class G>
+__device__ static void block_row_put(T *d, int v, G g) {
+  const int N = (int)(16 / sizeof(T)), head = row_head(d, v), packs = (v - head) / N;
+  for (int j = threadIdx.x; j < head; j += blockDim.x) store_as(&d[j], g(j));
+  Pack<T> *p = reinterpret_cast<Pack<T> *>(d + head);
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    Pack<T> pk;
+    for (int k = 0; k < N; k++) store_as(&pk.v[k], g(head + q * N + k));
+    p[q] = pk;
+  }
+  for (int j = head + packs * N + threadIdx.x; j < v; j += blockDim.x) store_as(&d[j], g(j));
+}
+
 /* Row maximum with its first index, and log of the sum of exp(x - max),
  * for the whole block (every thread gets the same values). */
 template <class T>
@@ -33,7 +71,7 @@ __device__ static void row_max_lse(const T *x, int v, float *mx_out, int *arg_ou
                                    double *log_sum) {
   __shared__ RowLse part[32];
   RowLse r = {-INFINITY, 0x7fffffff, 0.0};
-  for (int j = threadIdx.x; j < v; j += blockDim.x) r = lse_merge(r, RowLse{ldf(&x[j]), j, 1.0});
+  block_row_each(x, v, [&](int j, float xj) { r = lse_merge(r, RowLse{xj, j, 1.0}); });
   for (int o = 16; o > 0; o >>= 1) {
     RowLse other = {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.arg, o),
                     __shfl_xor_sync(0xffffffffu, r.s, o)};
@@ -101,18 +139,17 @@ static __global__ void xent_bwd_kernel(T *dlogits, const T *logits, const int32_
   T *d = dlogits + i * v;
   if (label < 0 || label >= v) {
     if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
-    for (int j = threadIdx.x; j < v; j += blockDim.x) store_as(&d[j], 0.0f);
+    block_row_put(d, v, [](int) { return 0.0f; });
     return;
   }
   float mx;
   int arg;
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
-  for (int j = threadIdx.x; j < v; j += blockDim.x) {
+  block_row_put(d, v, [&](int j) {
     float g = scale * (float)exp((double)ldf(&x[j]) - mx - ls);
-    if (j == label) g -= scale;
-    store_as(&d[j], g);
-  }
+    return j == label ? g - scale : g;
+  });
 }
 
 void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
