@@ -90,15 +90,46 @@ struct AdamwStep {
   float step_size, sqrt_c2, eps, shrink;
 };
 
-/* w16: the bf16 copy of w to keep up to date (params_bf16.cu), or NULL. */
+/* One element's step, in the CPU backend's order of operations. */
+__device__ static inline void adamw_one(const AdamwStep &a, int decay, float g, float *w, float *m,
+                                        float *v) {
+  update_moments(a.k, g, m, v);
+  float wi = decay ? *w * a.shrink : *w;
+  *w = wi - a.step_size * (*m / (sqrtf(*v) / a.sqrt_c2 + a.eps));
+}
+
+/* w16: the bf16 copy of w to keep up to date (params_bf16.cu), or NULL.
+ * Four elements a thread and step (16-byte accesses) where the tile's
+ * start allows, as it does for ranges at PARAM_ALIGN offsets; the rest one
+ * at a time. */
 static __global__ void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float *m,
                                     float *v, RangeChunk c, AdamwStep a) {
   const Tile s = block_tile(c);
   const int decay = c.decay[s.t];
-  for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
-    update_moments(a.k, g[i], &m[i], &v[i]);
-    float wi = decay ? w[i] * a.shrink : w[i];
-    w[i] = wi - a.step_size * (m[i] / (sqrtf(v[i]) / a.sqrt_c2 + a.eps));
+  size_t lo = s.lo;
+  if (aligned16(w + lo) && aligned16(g + lo) && aligned16(m + lo) && aligned16(v + lo)) {
+    const size_t quads = (s.hi - lo) / 4;
+    for (size_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const size_t i = lo + 4 * q;
+      float4 W = *reinterpret_cast<float4 *>(w + i), M = *reinterpret_cast<float4 *>(m + i);
+      float4 V = *reinterpret_cast<float4 *>(v + i);
+      const float4 G = *reinterpret_cast<const float4 *>(g + i);
+      adamw_one(a, decay, G.x, &W.x, &M.x, &V.x);
+      adamw_one(a, decay, G.y, &W.y, &M.y, &V.y);
+      adamw_one(a, decay, G.z, &W.z, &M.z, &V.z);
+      adamw_one(a, decay, G.w, &W.w, &M.w, &V.w);
+      *reinterpret_cast<float4 *>(w + i) = W;
+      *reinterpret_cast<float4 *>(m + i) = M;
+      *reinterpret_cast<float4 *>(v + i) = V;
+      if (w16) {
+        w16[i] = __float2bfloat16(W.x), w16[i + 1] = __float2bfloat16(W.y);
+        w16[i + 2] = __float2bfloat16(W.z), w16[i + 3] = __float2bfloat16(W.w);
+      }
+    }
+    lo += 4 * quads;
+  }
+  for (size_t i = lo + threadIdx.x; i < s.hi; i += blockDim.x) {
+    adamw_one(a, decay, g[i], &w[i], &m[i], &v[i]);
     if (w16) w16[i] = __float2bfloat16(w[i]);
   }
 }
