@@ -51,6 +51,7 @@ static __global__ void residual_ln_kernel(T *out, T *sum, float *mean, float *rs
     if (p > 0.0f) v = walk.keep(k.elem_offset + base + j) ? __fmul_rn(v, s) : 0.0f;
     return __fadd_rn(v, rv);
   });
+  __syncwarp(); /* the LayerNorm may read elements of sum other lanes wrote */
   layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
 }
 
@@ -110,6 +111,7 @@ static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, 
     s2 += g * ((v - m) * rs);
   });
   float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
+  __syncwarp(); /* dx may be dy: every lane's reads above come before any write */
   auto grad = [&](int j) {
     float g = ldf(&dr[j]) * gamma[j];
     return rs * (g - a - ((ldf(&xr[j]) - m) * rs) * b);

@@ -84,6 +84,11 @@ T shuffle_as(unsigned mask, T v, int src_lane, int width) {
 
 inline void __syncthreads() { emu::sync_block(); }
 
+/* A barrier for the warp's live lanes: a shuffle that reads its own lane. */
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  (void)emu::shuffle(mask, 0, emu::lane_id() & 31, 32);
+}
+
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   int lane = emu::lane_id() & (width - 1);
