@@ -223,6 +223,30 @@ static void test_memory(int act) {
   free(back);
 }
 
+/* An op given a bf16 activation buffer and a plain one among its
+ * activations dies naming the op, rather than reading one of them as the
+ * other's type; so does set_bf16 while activation buffers exist. */
+static void mix_call(void *arg) {
+  float **p = arg;
+  GPU->gelu_fwd(p[0], p[1], 16);
+}
+static void switch_call(void *arg) {
+  (void)arg;
+  GPU->set_bf16(0);
+}
+static void test_act_mixing(void) {
+  float *p[2] = {putA(GPU, NULL, 16), put(GPU, NULL, 16)};
+  char msg[512] = "", msg2[512] = "";
+  int died = die_catch(mix_call, p, msg, sizeof msg) != 0 && strstr(msg, "gelu_fwd");
+  int refused = die_catch(switch_call, NULL, msg2, sizeof msg2) != 0 && strstr(msg2, "set_bf16");
+  printf("%-18s mixed kinds die: \"%s\"  %s\n", "activations/bf16", msg, died ? "PASS" : "FAIL");
+  printf("%-18s switch with buffers dies: \"%s\"  %s\n", "activations/bf16", msg2,
+         refused ? "PASS" : "FAIL");
+  CHECK(died);
+  CHECK(refused);
+  release(GPU);
+}
+
 /* A bf16 activation buffer holds half its fp32 size on the device: a
  * buffer far larger than anything before raises the peak by about that. */
 static void test_act_memory(void) {
@@ -855,6 +879,7 @@ int main(void) {
   g_mode = "/bf16";
   test_memory(1);
   test_act_memory();
+  test_act_mixing();
   test_act_ops();
   test_weight_copy();
   GPU->set_bf16(0);
