@@ -4,7 +4,7 @@
  * everything between the products runs in one launch too: softmax rows,
  * dropout (its element index is the flat index into probs [B, nh, S, S],
  * so it is the elementwise dropout of the whole tensor) and the softmax
- * backward. Q, K, V, ctx, probs and the gradients are activations: fp32,
+ * backward, which applies the dropout's backward as it reads dP. Q, K, V, ctx, probs and the gradients are activations: fp32,
  * or bf16 activation buffers (activations.cu), which the bf16 products
  * read and write as they are. Dropped probabilities and their gradient
  * live in scratch memory of probs' size. */
@@ -31,20 +31,35 @@ static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int
   row_put(row, S, [&](int j) { return expf(masked(j, ldf(&row[j])) - mx) * inv; });
 }
 
-/* One warp per row of [B, nh, S, S]: dS = P * (dP - rowsum(P * dP)) into
- * out: dP itself (in place), or its bf16 operand buffer when dS is only
- * that (bf16 products). dP is fp32, or bf16 with bf16 products. */
+/* The attention dropout's backward, applied to dP as the softmax backward
+ * reads it: element e of [B, nh, S, S] kept (scaled by s) or dropped. */
+struct AttnDropout {
+  float p, s;
+  DropoutKey key;
+};
+
+/* One warp per row of [B, nh, S, S]: dS = P * (dP' - rowsum(P * dP')) with
+ * dP' = dropout'(dP), into out: dP itself (in place), or its bf16 operand
+ * buffer when dS is only that (bf16 products). dP is fp32, or bf16 with
+ * bf16 products. */
 template <class TO, class TD, class TP>
 static __global__ void softmax_bwd_kernel(TO *out, const TD *dP, const TP *probs, int S,
-                                          size_t nrows) {
+                                          size_t nrows, AttnDropout ad) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   const TP *pr = probs + R * S;
   const TD *dr = dP + R * S;
+  const uint64_t e0 = ad.key.elem_offset + R * S;
+  DropoutWalk walk;
+  walk.key = ad.key, walk.p = ad.p;
+  auto dropped = [&](int j, float d) {
+    return ad.p == 0.0f ? d : walk.keep(e0 + j) ? __fmul_rn(d, ad.s) : 0.0f;
+  };
   double dot = 0.0;
-  row_each2(pr, dr, S, [&](int, float p, float d) { dot += (double)p * d; });
+  row_each2(pr, dr, S, [&](int j, float p, float d) { dot += (double)p * dropped(j, d); });
   float fdot = (float)warp_sum(dot);
-  row_put(out + R * S, S, [&](int j) { return ldf(&pr[j]) * (ldf(&dr[j]) - fdot); });
+  __syncwarp(); /* dP may be out: every lane's reads above come before any write */
+  row_put(out + R * S, S, [&](int j) { return ldf(&pr[j]) * (dropped(j, ldf(&dr[j])) - fdot); });
 }
 
 /* The dropped probabilities as the A operand of a product: in bf16 products
@@ -97,7 +112,7 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
  * place in dP, or (bf16 products) into operand buffer 2; returns dS as the
  * operand of the next products. */
 static Mat softmax_backward(void *dP, const float *probs, size_t all, int B, int S, int nh,
-                            long long sP, long long SS) {
+                            long long sP, long long SS, AttnDropout ad) {
   const size_t rows = (size_t)B * nh * S;
   const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
   Mat dS = {(const float *)dP, S, sP, SS};
@@ -106,11 +121,11 @@ static Mat softmax_backward(void *dP, const float *probs, size_t all, int B, int
     if (cuda_bf16()) {
       __nv_bfloat16 *d16 = bf16_buffer(2, all);
       softmax_bwd_kernel<__nv_bfloat16, __nv_bfloat16, TP><<<grid, THREADS>>>(
-          d16, (const __nv_bfloat16 *)dP, tp<TP>(probs), S, rows);
+          d16, (const __nv_bfloat16 *)dP, tp<TP>(probs), S, rows, ad);
       dS.p16 = d16, dS.rows16 = S, dS.cols16 = S;
     } else {
       softmax_bwd_kernel<float, float, TP><<<grid, THREADS>>>((float *)dP, (const float *)dP,
-                                                             tp<TP>(probs), S, rows);
+                                                             tp<TP>(probs), S, rows, ad);
     }
   });
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);
@@ -145,9 +160,9 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   Mat dPm = {(const float *)dP, S, sP, SS};
   if (bf16) dPm.p16 = dP, dPm.same16 = true; /* a bf16 output */
   gemm_rm_grid("attn_bwd dprobs", false, true, S, S, hd, 1.0f, dC, V, 0.0f, dPm, B, nh);
-  if (p > 0.0f && bf16) cuda_dropout_to_bf16((__nv_bfloat16 *)dP, dP, true, all, p, key);
-  else if (p > 0.0f) cuda_dropout_bwd((float *)dP, (const float *)dP, all, p, key);
-  const Mat dS = softmax_backward(dP, probs, all, B, S, nh, sP, SS);
+  /* the dropout's backward is applied by the softmax backward as it reads dP */
+  const AttnDropout ad = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  const Mat dS = softmax_backward(dP, probs, all, B, S, nh, sP, SS, ad);
   gemm_rm_grid("attn_bwd dq", false, false, S, hd, S, scale, dS, K, 0.0f, Mat{dq, ld, sQ, hd}, B,
                nh);
   gemm_rm_grid("attn_bwd dk", true, false, S, hd, S, scale, dS, Q, 0.0f, Mat{dk, ld, sQ, hd}, B,
