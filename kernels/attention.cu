@@ -1,10 +1,11 @@
 /* Self-attention. Each product is one batched cuBLAS call over all B x nh
  * (sample, head) pairs (Q, K, V of head h at column h*hd with row stride
  * ld; probs of head h at offset h*S*S with sample stride nh*S*S), and
- * everything between the products runs in one launch too: softmax rows,
- * dropout (its element index is the flat index into probs [B, nh, S, S],
- * so it is the elementwise dropout of the whole tensor) and the softmax
- * backward, which applies the dropout's backward as it reads dP. Q, K, V, ctx, probs and the gradients are activations: fp32,
+ * everything between the products is one launch too: the softmax rows,
+ * which also write the dropped probabilities (dropout's element index is
+ * the flat index into probs [B, nh, S, S], so it is the elementwise dropout
+ * of the whole tensor), and the softmax backward, which applies the
+ * dropout's backward as it reads dP. Q, K, V, ctx, probs and the gradients are activations: fp32,
  * or bf16 activation buffers (activations.cu), which the bf16 products
  * read and write as they are. Dropped probabilities and their gradient
  * live in scratch memory of probs' size. */
@@ -12,11 +13,21 @@
 
 #include "ops_cuda_internal.cuh"
 
+/* The attention dropout: element e of [B, nh, S, S] kept (scaled by s) or
+ * dropped, for the forward's dropped probabilities and, applied to dP as
+ * the softmax backward reads it, for the backward. */
+struct AttnDropout {
+  float p, s;
+  DropoutKey key;
+};
+
 /* One warp per row of probs [B, nh, S, S] (in place): add the mask, then
- * softmax with the max taken out and the sum in double. */
-template <class T>
-static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int nh,
-                                           size_t nrows) {
+ * softmax with the max taken out and the sum in double; and the row's
+ * dropped probabilities (the dropout of the stored ones) into drop, the
+ * next product's operand (NULL: none, when it is probs itself). */
+template <class T, class TD>
+static __global__ void softmax_rows_kernel(T *P, TD *drop, const int32_t *mask, int S, int nh,
+                                           size_t nrows, AttnDropout ad) {
   const size_t R = warp_row();
   if (R >= nrows) return;
   T *row = P + R * S;
@@ -29,14 +40,16 @@ static __global__ void softmax_rows_kernel(T *P, const int32_t *mask, int S, int
   row_each(row, S, [&](int j, float v) { sum += expf(masked(j, v) - mx); });
   float inv = (float)(1.0 / warp_sum(sum));
   row_put(row, S, [&](int j) { return expf(masked(j, ldf(&row[j])) - mx) * inv; });
+  if (!drop) return;
+  __syncwarp(); /* the dropped row reads probabilities other lanes stored */
+  DropoutWalk walk;
+  walk.key = ad.key, walk.p = ad.p;
+  const uint64_t e0 = ad.key.elem_offset + R * S;
+  row_put(drop + R * S, S, [&](int j) {
+    float pj = ldf(&row[j]);
+    return ad.p == 0.0f ? pj : walk.keep(e0 + j) ? pj * ad.s : 0.0f;
+  });
 }
-
-/* The attention dropout's backward, applied to dP as the softmax backward
- * reads it: element e of [B, nh, S, S] kept (scaled by s) or dropped. */
-struct AttnDropout {
-  float p, s;
-  DropoutKey key;
-};
 
 /* One warp per row of [B, nh, S, S]: dS = P * (dP' - rowsum(P * dP')) with
  * dP' = dropout'(dP), into out: dP itself (in place), or its bf16 operand
@@ -95,15 +108,25 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
   const size_t all = (size_t)B * nh * SS;
   gemm_rm_grid("attn_fwd scores", false, true, S, S, hd, scale, Mat{q, ld, sQ, hd},
                Mat{k, ld, sQ, hd}, 0.0f, Mat{probs, S, sP, SS}, B, nh);
+  /* the dropped probabilities come out of the softmax pass: into operand
+   * buffer 0 as bf16 (bf16 products), into fp32 scratch (dropout), or none
+   * (probs themselves) */
   const size_t rows = (size_t)B * nh * S;
+  const AttnDropout ad = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  Mat P = {probs, S, sP, SS};
+  if (cuda_bf16()) P.p16 = bf16_buffer(0, all), P.rows16 = S, P.cols16 = S;
+  else if (p > 0.0f) P.p = (const float *)cuda_scratch(all * sizeof(float));
   by_act("attn_fwd", {probs}, [&](auto t) {
     using T = decltype(t);
-    softmax_rows_kernel<T><<<warp_rows_grid("attn_fwd softmax", rows), THREADS>>>(
-        tp<T>(probs), mask, S, nh, rows);
+    const unsigned grid = warp_rows_grid("attn_fwd softmax", rows);
+    if (P.p16)
+      softmax_rows_kernel<T, __nv_bfloat16><<<grid, THREADS>>>(
+          tp<T>(probs), (__nv_bfloat16 *)P.p16, mask, S, nh, rows, ad);
+    else
+      softmax_rows_kernel<T, float><<<grid, THREADS>>>(
+          tp<T>(probs), P.p != probs ? (float *)P.p : nullptr, mask, S, nh, rows, ad);
   });
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
-  float *pd = p > 0.0f && !cuda_bf16() ? (float *)cuda_scratch(all * sizeof(float)) : NULL;
-  const Mat P = dropped_probs(probs, pd, all, S, sP, SS, p, key);
   gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, Mat{v, ld, sQ, hd}, 0.0f,
                Mat{ctx, H, sC, hd}, B, nh);
 }
