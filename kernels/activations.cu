@@ -136,14 +136,8 @@ void act_to_host(void *dst, const void *src, size_t bytes) {
   free(h);
 }
 
-void act_copy(void *dst, const void *src, size_t bytes) {
-  size_t n = elems("copy", bytes);
-  if (!is_act16(dst) || !is_act16(src))
-    die("ops: copy between a bf16 activation buffer and another kind (%zu bytes)", bytes);
-  CUDA_CHECK(cudaMemcpy(act16(dst), act16(src), n * sizeof(__nv_bfloat16),
-                        cudaMemcpyDeviceToDevice), "copy (%zu bf16 elements)", n);
-}
 
+/* Activations of one kind (or die), n elements. */
 void act_copy_n(const char *op, float *dst, const float *src, size_t n) {
   bool b16 = act_bf16(op, {dst, src});
   CUDA_CHECK(cudaMemcpy(b16 ? (void *)act16(dst) : (void *)dst,

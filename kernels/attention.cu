@@ -75,22 +75,28 @@ static __global__ void softmax_bwd_kernel(TO *out, const TD *dP, const TP *probs
   row_put(out + R * S, S, [&](int j) { return ldf(&pr[j]) * (dropped(j, ldf(&dr[j])) - fdot); });
 }
 
-/* The dropped probabilities as the A operand of a product: in bf16 products
- * dropped and converted in one pass straight into operand buffer 0 (an
- * fp32 or bf16 dropped tensor would only be read once); else dropped into
- * fp32 scratch at pd (probs itself when p = 0). */
+/* Where the dropped probabilities, the A operand of the product after
+ * them, go: operand buffer 0 as bf16 (bf16 products), fp32 scratch pd
+ * (dropout), or nowhere (p = 0: probs itself). */
+static Mat dropped_operand(const float *probs, float *pd, size_t all, int S, long long sP,
+                           long long SS, float p) {
+  Mat P = {probs, S, sP, SS};
+  if (cuda_bf16()) P.p16 = bf16_buffer(0, all), P.rows16 = S, P.cols16 = S;
+  else if (p > 0.0f) P.p = pd;
+  return P;
+}
+
+/* The backward's dropped probabilities, recomputed from the saved ones into
+ * dropped_operand's place. */
 static Mat dropped_probs(const float *probs, float *pd, size_t all, int S, long long sP,
                          long long SS, float p, DropoutKey key) {
-  Mat P = {probs, S, sP, SS};
-  if (cuda_bf16()) {
-    __nv_bfloat16 *p16 = bf16_buffer(0, all);
+  const Mat P = dropped_operand(probs, pd, all, S, sP, SS, p);
+  if (P.p16) {
     bool x16 = is_act16(probs);
-    cuda_dropout_to_bf16(p16, x16 ? (const void *)act16(probs) : (const void *)probs, x16, all, p,
-                         key);
-    P.p16 = p16, P.rows16 = S, P.cols16 = S;
-  } else if (p > 0.0f) {
-    cuda_dropout_fwd(pd, probs, all, p, key);
-    P.p = pd;
+    cuda_dropout_to_bf16((__nv_bfloat16 *)P.p16,
+                         x16 ? (const void *)act16(probs) : (const void *)probs, x16, all, p, key);
+  } else if (P.p != probs) {
+    cuda_dropout_fwd((float *)P.p, probs, all, p, key);
   }
   return P;
 }
@@ -113,9 +119,8 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
    * (probs themselves) */
   const size_t rows = (size_t)B * nh * S;
   const AttnDropout ad = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
-  Mat P = {probs, S, sP, SS};
-  if (cuda_bf16()) P.p16 = bf16_buffer(0, all), P.rows16 = S, P.cols16 = S;
-  else if (p > 0.0f) P.p = (const float *)cuda_scratch(all * sizeof(float));
+  float *pd = p > 0.0f && !cuda_bf16() ? (float *)cuda_scratch(all * sizeof(float)) : NULL;
+  const Mat P = dropped_operand(probs, pd, all, S, sP, SS, p);
   by_act("attn_fwd", {probs}, [&](auto t) {
     using T = decltype(t);
     const unsigned grid = warp_rows_grid("attn_fwd softmax", rows);

@@ -81,7 +81,7 @@ static __global__ void to_bf16_scalar_kernel(__nv_bfloat16 *dst, const float *sr
 
 void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t n) {
   if (!n) return;
-  if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0)
+  if (aligned16(src) && (uintptr_t)dst % 8 == 0)
     to_bf16_flat_kernel<<<grid_for(ceil_div(n, 4), THREADS), THREADS>>>(dst, src, n);
   else
     to_bf16_scalar_kernel<<<grid_for(n, THREADS), THREADS>>>(dst, src, n);

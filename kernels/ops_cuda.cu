@@ -123,8 +123,12 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
   const char *d = (const char *)dst, *s = (const char *)src;
   if (d < s + bytes && s < d + bytes) die("ops: copy: overlapping device ranges (%zu bytes)", bytes);
   params_written(dst, bytes);
-  if (is_act16(dst) || is_act16(src)) act_copy(dst, src, bytes);
-  else CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
+  if (is_act16(dst) || is_act16(src)) {
+    if (bytes % sizeof(float)) die("ops: copy of %zu bytes: not whole fp32 elements", bytes);
+    act_copy_n("copy", (float *)dst, (const float *)src, bytes / sizeof(float));
+  } else {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy (%zu bytes)", bytes);
+  }
 }
 
 static void cuda_sync(void) {

@@ -349,8 +349,8 @@ __device__ inline void row_put(T *out, int c, G g) {
  * act16: p's element as bf16 (dies when p is not in a bf16 buffer).
  * act_bf16: whether an op's activation arguments (NULL ones skipped) are
  *   bf16; dies when they mix bf16 buffers and others.
- * act_zero / act_to_device / act_to_host / act_copy: the memory ops on a
- *   bf16 activation buffer (sizes in fp32 bytes, values converted). */
+ * act_zero / act_to_device / act_to_host: the memory ops on a bf16
+ *   activation buffer (sizes in fp32 bytes, values converted). */
 void *cuda_alloc_act(size_t bytes);
 /* Frees p when it is an activation buffer (then true). */
 bool act_free(void *p);
@@ -361,7 +361,6 @@ bool act_bf16(const char *op, std::initializer_list<const void *> acts);
 void act_zero(void *p, size_t bytes);
 void act_to_device(void *dst, const void *src, size_t bytes);
 void act_to_host(void *dst, const void *src, size_t bytes);
-void act_copy(void *dst, const void *src, size_t bytes);
 /* dst[0, n) = src[0, n), activations of one kind (op names them). */
 void act_copy_n(const char *op, float *dst, const float *src, size_t n);
 
