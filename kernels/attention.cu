@@ -51,6 +51,101 @@ static __global__ void softmax_rows_kernel(T *P, TD *drop, const int32_t *mask, 
   });
 }
 
+/* The fast paths below keep a row in registers: lane l owns the quads
+ * (4 consecutive elements) q = l, l + 32, ..., at most NQ of them, so a row
+ * of S <= 128 NQ elements is read once and written once, one vector access
+ * per quad, with every lane busy at S = 128. The quads must be aligned to
+ * their size (rows of S % 4 == 0 elements on 16-byte aligned buffers). */
+template <class T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+
+/* keep[i] for elements e + i, i < 4, the first of them word O of its
+ * Philox block: each block drawn once, its words picked by constant
+ * indices (a run-time index, as DropoutWalk's, puts them in local memory). */
+template <int O>
+static __device__ void quad_keeps_at(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
+  const philox4x32_ctr_t r0 = dropout_block(k.seed, k.step, k.tensor, e / 4);
+  const philox4x32_ctr_t r1 = O > 0 ? dropout_block(k.seed, k.step, k.tensor, e / 4 + 1) : r0;
+  for (int i = 0; i < 4; i++)
+    keep[i] = i + O < 4 ? dropout_keep_in(r0, (uint64_t)(i + O), p)
+                        : dropout_keep_in(r1, (uint64_t)(i + O - 4), p);
+}
+
+static __device__ void quad_keeps(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
+  switch (e % 4) {
+  case 0: quad_keeps_at<0>(k, p, e, keep); break;
+  case 1: quad_keeps_at<1>(k, p, e, keep); break;
+  case 2: quad_keeps_at<2>(k, p, e, keep); break;
+  default: quad_keeps_at<3>(k, p, e, keep);
+  }
+}
+
+/* Quads per lane for rows of S elements (1, 2 or 4), or 0 when the fast
+ * paths do not take them. */
+static int quads_per_lane(int S, std::initializer_list<const void *> bufs) {
+  if (S % 4 != 0 || S > 512) return 0;
+  for (const void *b : bufs)
+    if (b && !aligned16(b)) return 0;
+  return S <= 128 ? 1 : S <= 256 ? 2 : 4;
+}
+
+/* softmax_rows_kernel with the row in registers. The sum runs over each
+ * lane's elements in quad order, then the warp: another fixed order than
+ * the general kernel's for bf16, still deterministic. */
+template <int NQ, class T, class TD>
+static __global__ void softmax_rows_quads(T *P, TD *drop, const int32_t *mask, int S, int nh,
+                                          size_t nrows, AttnDropout ad) {
+  const size_t R = warp_row();
+  if (R >= nrows) return;
+  const int lane = threadIdx.x % 32, nq = S / 4;
+  Quad<T> *row = reinterpret_cast<Quad<T> *>(P + R * S);
+  const Quad<int32_t> *mrow =
+      mask ? reinterpret_cast<const Quad<int32_t> *>(mask + (R / S / nh) * S) : nullptr;
+  float x[NQ][4] = {};
+  float mx = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < NQ; k++) {
+    const int q = lane + 32 * k;
+    if (q >= nq) break;
+    const Quad<T> v = row[q];
+    const Quad<int32_t> m = mrow ? mrow[q] : Quad<int32_t>{{1, 1, 1, 1}};
+    for (int i = 0; i < 4; i++) {
+      x[k][i] = m.v[i] == 0 ? ldf(&v.v[i]) + ATTN_MASK_NEG : ldf(&v.v[i]);
+      mx = fmaxf(mx, x[k][i]);
+    }
+  }
+  mx = warp_max(mx);
+  double sum = 0.0;
+#pragma unroll
+  for (int k = 0; k < NQ && lane + 32 * k < nq; k++)
+    for (int i = 0; i < 4; i++) {
+      x[k][i] = expf(x[k][i] - mx);
+      sum += x[k][i];
+    }
+  const float inv = (float)(1.0 / warp_sum(sum));
+  const uint64_t e0 = ad.key.elem_offset + R * S;
+#pragma unroll
+  for (int k = 0; k < NQ; k++) {
+    const int q = lane + 32 * k;
+    if (q >= nq) break;
+    Quad<T> pr;
+    for (int i = 0; i < 4; i++) store_as(&pr.v[i], x[k][i] * inv);
+    row[q] = pr;
+    if (!drop) continue;
+    /* dropped from the stored (rounded) probabilities, as the general kernel */
+    bool keep[4] = {true, true, true, true};
+    if (ad.p != 0.0f) quad_keeps(ad.key, ad.p, e0 + 4 * q, keep);
+    Quad<TD> dr;
+    for (int i = 0; i < 4; i++) {
+      const float pj = ldf(&pr.v[i]);
+      store_as(&dr.v[i], ad.p == 0.0f ? pj : keep[i] ? pj * ad.s : 0.0f);
+    }
+    reinterpret_cast<Quad<TD> *>(drop + R * S)[q] = dr;
+  }
+}
+
 /* One warp per row of [B, nh, S, S]: dS = P * (dP' - rowsum(P * dP')) with
  * dP' = dropout'(dP), into out: dP itself (in place), or its bf16 operand
  * buffer when dS is only that (bf16 products). dP is fp32, or bf16 with
@@ -73,6 +168,78 @@ static __global__ void softmax_bwd_kernel(TO *out, const TD *dP, const TP *probs
   float fdot = (float)warp_sum(dot);
   __syncwarp(); /* dP may be out: every lane's reads above come before any write */
   row_put(out + R * S, S, [&](int j) { return ldf(&pr[j]) * (dropped(j, ldf(&dr[j])) - fdot); });
+}
+
+/* softmax_bwd_kernel with the row in registers (softmax_rows_quads' quads).
+ * Each lane writes only the quads it read, so out may be dP. */
+template <int NQ, class TO, class TD, class TP>
+static __global__ void softmax_bwd_quads(TO *out, const TD *dP, const TP *probs, int S,
+                                         size_t nrows, AttnDropout ad) {
+  const size_t R = warp_row();
+  if (R >= nrows) return;
+  const int lane = threadIdx.x % 32, nq = S / 4;
+  const Quad<TP> *pr = reinterpret_cast<const Quad<TP> *>(probs + R * S);
+  const Quad<TD> *dr = reinterpret_cast<const Quad<TD> *>(dP + R * S);
+  const uint64_t e0 = ad.key.elem_offset + R * S;
+  float p[NQ][4] = {}, d[NQ][4] = {}; /* = {}: g++ cannot see that unset quads stay unread */
+  /* every load first, so that they are in flight together */
+#pragma unroll
+  for (int k = 0; k < NQ; k++) {
+    const int q = lane + 32 * k;
+    if (q >= nq) break;
+    const Quad<TP> pv = pr[q];
+    const Quad<TD> dv = dr[q];
+    for (int i = 0; i < 4; i++) p[k][i] = ldf(&pv.v[i]), d[k][i] = ldf(&dv.v[i]);
+  }
+  double dot = 0.0;
+#pragma unroll
+  for (int k = 0; k < NQ; k++) {
+    const int q = lane + 32 * k;
+    if (q >= nq) break;
+    if (ad.p != 0.0f) {
+      bool keep[4];
+      quad_keeps(ad.key, ad.p, e0 + 4 * q, keep);
+      for (int i = 0; i < 4; i++) d[k][i] = keep[i] ? __fmul_rn(d[k][i], ad.s) : 0.0f;
+    }
+    for (int i = 0; i < 4; i++) dot += (double)p[k][i] * d[k][i];
+  }
+  const float fdot = (float)warp_sum(dot);
+#pragma unroll
+  for (int k = 0; k < NQ; k++) {
+    const int q = lane + 32 * k;
+    if (q >= nq) break;
+    Quad<TO> o;
+    for (int i = 0; i < 4; i++) store_as(&o.v[i], p[k][i] * (d[k][i] - fdot));
+    reinterpret_cast<Quad<TO> *>(out + R * S)[q] = o;
+  }
+}
+
+/* Softmax rows (forward): the fast path when the shape allows, else the
+ * general kernel. */
+template <class T, class TD>
+static void softmax_rows(T *P, TD *drop, const int32_t *mask, int S, int nh, size_t rows,
+                         AttnDropout ad) {
+  const unsigned grid = warp_rows_grid("attn_fwd softmax", rows);
+  switch (quads_per_lane(S, {P, drop, mask})) {
+  case 1: softmax_rows_quads<1, T, TD><<<grid, THREADS>>>(P, drop, mask, S, nh, rows, ad); break;
+  case 2: softmax_rows_quads<2, T, TD><<<grid, THREADS>>>(P, drop, mask, S, nh, rows, ad); break;
+  case 4: softmax_rows_quads<4, T, TD><<<grid, THREADS>>>(P, drop, mask, S, nh, rows, ad); break;
+  default: softmax_rows_kernel<T, TD><<<grid, THREADS>>>(P, drop, mask, S, nh, rows, ad);
+  }
+}
+
+/* Softmax rows (backward): the fast path when the shape allows, else the
+ * general kernel. */
+template <class TO, class TD, class TP>
+static void softmax_bwd(TO *out, const TD *dP, const TP *probs, int S, size_t rows,
+                        AttnDropout ad) {
+  const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
+  switch (quads_per_lane(S, {out, dP, probs})) {
+  case 1: softmax_bwd_quads<1, TO, TD, TP><<<grid, THREADS>>>(out, dP, probs, S, rows, ad); break;
+  case 2: softmax_bwd_quads<2, TO, TD, TP><<<grid, THREADS>>>(out, dP, probs, S, rows, ad); break;
+  case 4: softmax_bwd_quads<4, TO, TD, TP><<<grid, THREADS>>>(out, dP, probs, S, rows, ad); break;
+  default: softmax_bwd_kernel<TO, TD, TP><<<grid, THREADS>>>(out, dP, probs, S, rows, ad);
+  }
 }
 
 /* Where the dropped probabilities, the A operand of the product after
@@ -123,13 +290,10 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
   const Mat P = dropped_operand(probs, pd, all, S, sP, SS, p);
   by_act("attn_fwd", {probs}, [&](auto t) {
     using T = decltype(t);
-    const unsigned grid = warp_rows_grid("attn_fwd softmax", rows);
     if (P.p16)
-      softmax_rows_kernel<T, __nv_bfloat16><<<grid, THREADS>>>(
-          tp<T>(probs), (__nv_bfloat16 *)P.p16, mask, S, nh, rows, ad);
+      softmax_rows(tp<T>(probs), (__nv_bfloat16 *)P.p16, mask, S, nh, rows, ad);
     else
-      softmax_rows_kernel<T, float><<<grid, THREADS>>>(
-          tp<T>(probs), P.p != probs ? (float *)P.p : nullptr, mask, S, nh, rows, ad);
+      softmax_rows(tp<T>(probs), P.p != probs ? (float *)P.p : nullptr, mask, S, nh, rows, ad);
   });
   LAUNCH_CHECK("attn_fwd softmax (B=%d S=%d nh=%d)", B, S, nh);
   gemm_rm_grid("attn_fwd ctx", false, false, S, hd, S, 1.0f, P, Mat{v, ld, sQ, hd}, 0.0f,
@@ -142,18 +306,15 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
 static Mat softmax_backward(void *dP, const float *probs, size_t all, int B, int S, int nh,
                             long long sP, long long SS, AttnDropout ad) {
   const size_t rows = (size_t)B * nh * S;
-  const unsigned grid = warp_rows_grid("attn_bwd softmax", rows);
   Mat dS = {(const float *)dP, S, sP, SS};
   by_act("attn_bwd", {probs}, [&](auto t) {
     using TP = decltype(t);
     if (cuda_bf16()) {
       __nv_bfloat16 *d16 = bf16_buffer(2, all);
-      softmax_bwd_kernel<__nv_bfloat16, __nv_bfloat16, TP><<<grid, THREADS>>>(
-          d16, (const __nv_bfloat16 *)dP, tp<TP>(probs), S, rows, ad);
+      softmax_bwd(d16, (const __nv_bfloat16 *)dP, tp<TP>(probs), S, rows, ad);
       dS.p16 = d16, dS.rows16 = S, dS.cols16 = S;
     } else {
-      softmax_bwd_kernel<float, float, TP><<<grid, THREADS>>>((float *)dP, (const float *)dP,
-                                                             tp<TP>(probs), S, rows, ad);
+      softmax_bwd((float *)dP, (const float *)dP, tp<TP>(probs), S, rows, ad);
     }
   });
   LAUNCH_CHECK("attn_bwd softmax (B=%d S=%d nh=%d)", B, S, nh);

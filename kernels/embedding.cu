@@ -1,17 +1,10 @@
-/* Embeddings and row gathers. Backward passes are scatter-adds: to add in
- * row order without atomics, every output element is owned by one thread,
- * which walks all source rows in order and adds those that land on it.
- * Threads are (column j, slice s): slice s owns the destination rows r with
- * r % SCATTER_SLICES == s, so a warp (one slice, 32 columns) shares every
- * branch and the adds are coalesced. Many slices give many blocks, and
- * few rows per slice, so that a slice's hits are mostly runs on one row.
+/* Embeddings and row gathers. Backward passes are scatter-adds without
+ * atomics on the sums (see scatter_rows), deterministic run to run.
  * Activations (out, dout, x, gathered rows) are fp32 or bf16 (T, TD, TS;
  * activations.cu); the tables and their gradients fp32. */
 #include <limits.h>
 
 #include "ops_cuda_internal.cuh"
-
-#define SCATTER_SLICES 128u
 
 /* One warp per token (row of out), lanes over the H columns. */
 template <class T>
@@ -38,42 +31,170 @@ static __global__ void embed_fwd_kernel(T *out, const int32_t *word_ids,
   for (int j = lane; j < H; j += 32) store_as(&o[j], (we[j] + te[j]) + pe[j]);
 }
 
-/* dst[idx[t]] += src[t] for t = 0..n-1 in order (idx NULL: all row 0).
- * Rows outside [0, rows) are skipped and, when bad_op is set, reported.
- * A run of hits on one row (frequent ids such as [MASK], or a two-row type
- * table) adds in a register and is stored once: the same adds in the same
- * order as adding into dst each time, without a memory round trip each. */
-template <class TD, class TS>
-static __global__ void scatter_rows_kernel(TD *dst, const TS *src, const int32_t *idx, int n,
-                                           int c, int rows, int bad_op, BadId *bad) {
-  int j = blockIdx.x * blockDim.x + threadIdx.x;
-  unsigned slice = blockIdx.y;
-  if (j >= c) return;
-  int cur = -1;
-  float acc = 0.0f;
-  for (int t = 0; t < n; t++) {
+/* ---- scatter-add: dst[idx[t]] += src[t] for t = 0..n-1 ----
+ * Tokens are cut into chunks of SCATTER_CHUNK. The hits of a row within a
+ * chunk are summed in token order (the chunk's partial), then the row adds
+ * its partials onto dst in chunk order: a fixed order, so every run gives
+ * the same sums, and no serial chain is longer than one chunk (one row may
+ * have thousands of hits: a token type, [MASK], padding). A row with one
+ * hit in a chunk is read from src directly. A warp owns a row and a tile of
+ * SCATTER_TILE columns, SCATTER_COLS per lane; the hits it adds are read
+ * SCATTER_AHEAD at a time, all loads issued before the adds, so that the
+ * wait for memory is paid once per group rather than once per hit. */
+#define SCATTER_CHUNK 256
+#define SCATTER_COLS 8
+#define SCATTER_TILE (32 * SCATTER_COLS)
+#define SCATTER_AHEAD 8
+/* what a memset of 0x7f bytes writes: above any token index (n < it) */
+#define NO_TOKEN 0x7f7f7f7f
+
+/* Scratch of one scatter: first[k rows + r], the first token of row r in
+ * chunk k (NO_TOKEN: none); multi[t], whether chunk-first token t has more
+ * hits in its chunk; part[t c ...], then its chunk's partial. */
+struct ScatterPlan {
+  int *first;
+  unsigned char *multi;
+  float *part;
+  int n, c, rows, nchunks;
+};
+
+static __global__ void scatter_first_kernel(ScatterPlan sp, const int32_t *idx, int bad_op,
+                                            BadId *bad) {
+  GRID_STRIDE(t, (size_t)sp.n) {
     int r = idx ? idx[t] : 0;
-    if (r < 0 || r >= rows) {
-      if (bad_op && slice == 0 && j == 0) report_bad_id(bad, bad_op, r, rows, t);
+    if (r < 0 || r >= sp.rows) {
+      if (bad_op) report_bad_id(bad, bad_op, r, sp.rows, (long long)t);
       continue;
     }
-    if ((unsigned)r % SCATTER_SLICES != slice) continue;
-    if (r != cur) {
-      if (cur >= 0) store_as(&dst[(size_t)cur * c + j], acc);
-      cur = r;
-      acc = ldf(&dst[(size_t)r * c + j]);
-    }
-    acc += ldf(&src[(size_t)t * c + j]);
+    atomicMin(&sp.first[(size_t)(t / SCATTER_CHUNK) * sp.rows + r], (int)t);
   }
-  if (cur >= 0) store_as(&dst[(size_t)cur * c + j], acc);
 }
 
+/* acc[i] += the lane's columns of the rows at[0..m) (m <= SCATTER_AHEAD), in
+ * that order; a row is src's (TS) or, where from_part, the plan's partial. */
+template <class TS>
+__device__ static void add_rows(float *acc, const TS *src, const float *part, const int *at,
+                                const bool *from_part, int m, int c, int j0) {
+  float v[SCATTER_AHEAD][SCATTER_COLS];
+#pragma unroll
+  for (int h = 0; h < SCATTER_AHEAD; h++)
+#pragma unroll
+    for (int i = 0; i < SCATTER_COLS; i++) {
+      int j = j0 + 32 * i;
+      size_t e = (size_t)at[h] * c + j;
+      v[h][i] = h >= m || j >= c ? 0.0f : from_part[h] ? part[e] : ldf(&src[e]);
+    }
+#pragma unroll
+  for (int h = 0; h < SCATTER_AHEAD; h++)
+    if (h < m)
+#pragma unroll
+      for (int i = 0; i < SCATTER_COLS; i++) acc[i] += v[h][i];
+}
+
+/* The warp's token and whether it is the first of its row in its chunk. */
+__device__ static bool chunk_first(const ScatterPlan &sp, const int32_t *idx, int t, int *row) {
+  if (t >= sp.n) return false;
+  int r = idx ? idx[t] : 0;
+  if (r < 0 || r >= sp.rows) return false;
+  *row = r;
+  return sp.first[(size_t)(t / SCATTER_CHUNK) * sp.rows + r] == t;
+}
+
+/* One warp per chunk-first token t: its chunk's partial (when the row has
+ * more hits there), and multi[t]. */
+template <class TS>
+static __global__ void scatter_part_kernel(ScatterPlan sp, const TS *src, const int32_t *idx) {
+  const int t = (int)warp_row(), lane = threadIdx.x % 32;
+  int r;
+  if (!chunk_first(sp, idx, t, &r)) return;
+  const int j0 = blockIdx.y * SCATTER_TILE + lane;
+  const int end = min(sp.n, (t / SCATTER_CHUNK + 1) * SCATTER_CHUNK);
+  float acc[SCATTER_COLS] = {0.0f};
+  int at[SCATTER_AHEAD] = {t}, m = 1;
+  bool from_part[SCATTER_AHEAD] = {false}, more = false;
+  for (int base = t + 1; base < end; base += 32) {
+    int u = base + lane;
+    unsigned hits = __ballot_sync(0xffffffffu, u < end && (idx ? idx[u] : 0) == r);
+    while (hits) {
+      at[m++] = base + __ffs(hits) - 1;
+      hits &= hits - 1;
+      more = true;
+      if (m == SCATTER_AHEAD) add_rows(acc, src, sp.part, at, from_part, m, sp.c, j0), m = 0;
+    }
+  }
+  if (blockIdx.y == 0 && lane == 0) sp.multi[t] = more;
+  if (!more) return;
+  add_rows(acc, src, sp.part, at, from_part, m, sp.c, j0);
+#pragma unroll
+  for (int i = 0; i < SCATTER_COLS; i++)
+    if (j0 + 32 * i < sp.c) sp.part[(size_t)t * sp.c + j0 + 32 * i] = acc[i];
+}
+
+/* One warp per row, at its first token t: dst[r] += its chunks' sums in
+ * chunk order. Lane l looks at chunk k + l, so a row's chunks are found 32
+ * at a time. */
+template <class TD, class TS>
+static __global__ void scatter_rows_kernel(TD *dst, ScatterPlan sp, const TS *src,
+                                           const int32_t *idx) {
+  const int t = (int)warp_row(), lane = threadIdx.x % 32;
+  int r;
+  if (!chunk_first(sp, idx, t, &r)) return;
+  const int k0 = t / SCATTER_CHUNK;
+  bool earlier = false; /* r was hit in an earlier chunk: not its first token */
+  for (int k = lane; k < k0; k += 32) earlier |= sp.first[(size_t)k * sp.rows + r] != NO_TOKEN;
+  if (__ballot_sync(0xffffffffu, earlier)) return;
+  const int j0 = blockIdx.y * SCATTER_TILE + lane;
+  float acc[SCATTER_COLS];
+#pragma unroll
+  for (int i = 0; i < SCATTER_COLS; i++)
+    acc[i] = j0 + 32 * i < sp.c ? ldf(&dst[(size_t)r * sp.c + j0 + 32 * i]) : 0.0f;
+  int at[SCATTER_AHEAD] = {0}, m = 0;
+  bool from_part[SCATTER_AHEAD] = {false};
+  for (int kb = k0; kb < sp.nchunks; kb += 32) {
+    int u = kb + lane < sp.nchunks ? sp.first[(size_t)(kb + lane) * sp.rows + r] : NO_TOKEN;
+    int multi = u != NO_TOKEN && sp.multi[u];
+    unsigned present = __ballot_sync(0xffffffffu, u != NO_TOKEN);
+    while (present) {
+      int l = __ffs(present) - 1;
+      present &= present - 1;
+      at[m] = __shfl_sync(0xffffffffu, u, l), from_part[m] = __shfl_sync(0xffffffffu, multi, l);
+      if (++m == SCATTER_AHEAD) add_rows(acc, src, sp.part, at, from_part, m, sp.c, j0), m = 0;
+    }
+  }
+  add_rows(acc, src, sp.part, at, from_part, m, sp.c, j0);
+#pragma unroll
+  for (int i = 0; i < SCATTER_COLS; i++)
+    if (j0 + 32 * i < sp.c) store_as(&dst[(size_t)r * sp.c + j0 + 32 * i], acc[i]);
+}
+
+/* The plan's scratch, 16-byte aligned parts of one buffer. */
+static ScatterPlan scatter_plan(int n, int c, int rows) {
+  ScatterPlan sp;
+  sp.n = n, sp.c = c, sp.rows = rows;
+  sp.nchunks = (int)ceil_div((size_t)n, SCATTER_CHUNK);
+  size_t first = ceil_div((size_t)sp.nchunks * rows * sizeof(int), 16) * 16;
+  size_t multi = ceil_div((size_t)n, 16) * 16;
+  char *buf = (char *)cuda_scratch(first + multi + (size_t)n * c * sizeof(float));
+  sp.first = (int *)buf, sp.multi = (unsigned char *)(buf + first);
+  sp.part = (float *)(buf + first + multi);
+  return sp;
+}
+
+/* Rows outside [0, rows) are skipped and, when bad_op is set, reported. */
 template <class TD, class TS>
 static void scatter_rows(const char *what, TD *dst, const TS *src, const int32_t *idx, int n,
                          int c, int rows, int bad_op) {
-  dim3 grid((unsigned)ceil_div((size_t)c, THREADS), SCATTER_SLICES);
-  scatter_rows_kernel<TD, TS><<<grid, THREADS>>>(dst, src, idx, n, c, rows, bad_op, cuda_bad_id());
-  LAUNCH_CHECK("%s scatter (n=%d c=%d rows=%d)", what, n, c, rows);
+  if (n >= NO_TOKEN) die("ops: %s: %d rows to scatter are too many", what, n);
+  ScatterPlan sp = scatter_plan(n, c, rows);
+  CUDA_CHECK(cudaMemsetAsync(sp.first, 0x7f, (size_t)sp.nchunks * rows * sizeof(int), 0),
+             "%s scatter plan (n=%d rows=%d)", what, n, rows);
+  scatter_first_kernel<<<grid_for((size_t)n, THREADS), THREADS>>>(sp, idx, bad_op, cuda_bad_id());
+  LAUNCH_CHECK("%s scatter first (n=%d c=%d rows=%d)", what, n, c, rows);
+  dim3 grid(warp_rows_grid(what, (size_t)n), (unsigned)ceil_div((size_t)c, SCATTER_TILE));
+  scatter_part_kernel<TS><<<grid, THREADS>>>(sp, src, idx);
+  LAUNCH_CHECK("%s scatter partials (n=%d c=%d rows=%d)", what, n, c, rows);
+  scatter_rows_kernel<TD, TS><<<grid, THREADS>>>(dst, sp, src, idx);
+  LAUNCH_CHECK("%s scatter rows (n=%d c=%d rows=%d)", what, n, c, rows);
 }
 
 /* dwpe[s] += dout[b, s] for b in order: position s of every sample. */
@@ -119,10 +240,9 @@ void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids
   LAUNCH_CHECK("embed_fwd (B=%d S=%d H=%d vocab=%d)", B, S, H, vocab);
 }
 
-/* The word and type tables' row counts are not passed: ids were checked by
- * embed_fwd; negative ones are skipped here. */
 void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H) {
+                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H,
+                    int vocab, int ntypes) {
   if (ops_no_work("embed_bwd", B, S, H)) return;
   if ((size_t)B * S > INT_MAX) die("ops: embed_bwd: %d x %d tokens are too many", B, S);
   int n = B * S;
@@ -132,12 +252,12 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
   by_act("embed_bwd", {dout}, [&](auto t) {
     using T = decltype(t);
     const T *d = tp<T>(dout);
-    if (dwte) scatter_rows("embed_bwd wte", dwte, d, word_ids, n, H, INT_MAX, BAD_NONE);
+    if (dwte) scatter_rows("embed_bwd wte", dwte, d, word_ids, n, H, vocab, BAD_NONE);
     if (dwpe) {
       embed_pos_bwd_kernel<T><<<grid_for((size_t)S * H, THREADS), THREADS>>>(dwpe, d, B, S, H);
       LAUNCH_CHECK("embed_bwd wpe (B=%d S=%d H=%d)", B, S, H);
     }
-    if (dwtt) scatter_rows("embed_bwd wtt", dwtt, d, type_ids, n, H, INT_MAX, BAD_NONE);
+    if (dwtt) scatter_rows("embed_bwd wtt", dwtt, d, type_ids, n, H, ntypes, BAD_NONE);
   });
 }
 

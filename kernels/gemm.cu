@@ -27,7 +27,8 @@ void cuda_set_bf16(int on) {
 int cuda_bf16(void) { return g_bf16; }
 
 /* Buffers 0 and 1: the two operands of a product; 2 and 3: operands
- * converted once for two products (linear_bwd's dy; attention's dP and dC). */
+ * converted once for two products (linear_bwd's dy, and its rows padded;
+ * attention's dP and dC). */
 __nv_bfloat16 *bf16_buffer(int which, size_t n) {
   static __nv_bfloat16 *buf[4];
   static size_t cap[4];

@@ -1,9 +1,17 @@
 /* LayerNorm over the last dimension. Row statistics: one warp per row
  * with fixed-shape warp sums in double (as the CPU backend sums in double).
  * dgamma / dbeta: column sums over fixed row chunks, then the chunk
- * partials in order. Activations (x, out, sum, y, res, dx, dy, dbranch) are
- * fp32 or bf16 (T; activations.cu); gamma, beta, their gradients and the
- * row statistics are fp32. */
+ * partials in a fixed shape. Activations (x, out, sum, y, res, dx, dy,
+ * dbranch) are fp32 or bf16 (T; activations.cu); gamma, beta, their
+ * gradients and the row statistics are fp32.
+ *
+ * Rows of whole aligned 16-byte packs, up to 8 packs per lane, are held in
+ * registers (the *_regs kernels): each element is read once and written
+ * once, where the general kernels walk the row in global memory once per
+ * pass. Both own elements as row_each does and use the same expressions in
+ * the same order. */
+#include <type_traits>
+
 #include "ops_cuda_internal.cuh"
 
 /* LayerNorm of row r (xr) into o, with its mean and rstd; every lane of the
@@ -55,7 +63,139 @@ static __global__ void residual_ln_kernel(T *out, T *sum, float *mean, float *rs
   layernorm_row(out + base, mean, rstd, sum + base, gamma, beta, c, eps, r);
 }
 
-/* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy. */
+/* ---- rows in registers ---- */
+
+/* The loops over a lane's packs are unrolled (#pragma unroll) for its row
+ * to stay in registers; nvcc leaves those with a dropout draw rolled unless
+ * told. */
+
+/* Elements of T in a 16-byte pack. */
+template <class T> __host__ __device__ constexpr int pack_len() { return (int)(16 / sizeof(T)); }
+
+/* This lane's packs of a row, q = lane + 32 i for i < P (row_each's
+ * ownership), as floats; packs past the row's end are left 0. */
+template <class T, int P> struct RowRegs {
+  float v[P][pack_len<T>()];
+};
+
+/* Whether pack i of the lane lies in a row of np packs. */
+__device__ inline bool lane_has(int i, int np) { return (int)(threadIdx.x % 32) + 32 * i < np; }
+
+template <class T, int P>
+__device__ inline void load_row(RowRegs<T, P> &x, const T *row, int np) {
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    Pack<T> p = {};
+    if (lane_has(i, np)) p = reinterpret_cast<const Pack<T> *>(row)[threadIdx.x % 32 + 32 * i];
+#pragma unroll
+    for (int k = 0; k < pack_len<T>(); k++) x.v[i][k] = ldf(&p.v[k]);
+  }
+}
+
+/* o[k] = params[j] for the elements j of pack q of a row of T (fp32
+ * parameters, 16-byte aligned, read as packs too). */
+template <class T>
+__device__ inline void load_params(float (&o)[pack_len<T>()], const float *params, int q) {
+  const int per = pack_len<T>() / 4; /* fp32 packs per pack of T */
+#pragma unroll
+  for (int h = 0; h < per; h++) {
+    const Pack<float> p = reinterpret_cast<const Pack<float> *>(params)[q * per + h];
+#pragma unroll
+    for (int k = 0; k < 4; k++) o[h * 4 + k] = p.v[k];
+  }
+}
+
+/* LayerNorm of a row held by its warp (x) into o, with its mean and rstd;
+ * layernorm_row's arithmetic on registers. */
+template <class T, int P>
+__device__ static void layernorm_regs(T *o, float *mean, float *rstd, const RowRegs<T, P> &x,
+                                      const float *gamma, const float *beta, int c, float eps,
+                                      size_t r) {
+  const int N = pack_len<T>(), np = c / N;
+  double s = 0.0, ss = 0.0;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+#pragma unroll
+    for (int k = 0; k < N; k++) s += x.v[i][k];
+  }
+  const double mu = warp_sum(s) / c;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+#pragma unroll
+    for (int k = 0; k < N; k++) ss += (x.v[i][k] - mu) * (x.v[i][k] - mu);
+  }
+  ss = warp_sum(ss);
+  const float m = (float)mu, rs = (float)(1.0 / sqrt(ss / c + eps));
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+    const int q = threadIdx.x % 32 + 32 * i;
+    float g[pack_len<T>()], b[pack_len<T>()];
+    load_params<T>(g, gamma, q);
+    load_params<T>(b, beta, q);
+    Pack<T> p;
+#pragma unroll
+    for (int k = 0; k < N; k++) store_as(&p.v[k], (x.v[i][k] - m) * rs * g[k] + b[k]);
+    reinterpret_cast<Pack<T> *>(o)[q] = p;
+  }
+  if (threadIdx.x % 32 == 0) {
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+template <class T, int P>
+static __global__ void layernorm_fwd_regs(T *out, float *mean, float *rstd, const T *x,
+                                          const float *gamma, const float *beta, int c,
+                                          float eps, size_t n) {
+  const size_t r = warp_row();
+  if (r >= n) return;
+  RowRegs<T, P> xr;
+  load_row(xr, x + r * c, c / pack_len<T>());
+  layernorm_regs(out + r * c, mean, rstd, xr, gamma, beta, c, eps, r);
+}
+
+/* residual_ln_kernel on registers. The LayerNorm takes sum as stored (bf16:
+ * rounded), so each value goes through its stored form. Each lane writes
+ * only the packs it read, so sum may be y. */
+template <class T, int P>
+static __global__ void residual_ln_regs(T *out, T *sum, float *mean, float *rstd, const T *y,
+                                        const T *res, const float *gamma, const float *beta,
+                                        int c, float eps, float p, float s, DropoutKey k,
+                                        size_t n) {
+  const size_t r = warp_row(), base = r * c;
+  if (r >= n) return;
+  const int N = pack_len<T>(), np = c / N;
+  RowRegs<T, P> yr, rr;
+  load_row(yr, y + base, np);
+  load_row(rr, res + base, np);
+  DropoutWalk walk;
+  walk.key = k, walk.p = p;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+    const int q = threadIdx.x % 32 + 32 * i;
+    Pack<T> ps;
+#pragma unroll
+    for (int e = 0; e < N; e++) {
+      float v = yr.v[i][e];
+      if (p > 0.0f) v = walk.keep(k.elem_offset + base + q * N + e) ? __fmul_rn(v, s) : 0.0f;
+      store_as(&ps.v[e], __fadd_rn(v, rr.v[i][e]));
+      yr.v[i][e] = ldf(&ps.v[e]);
+    }
+    reinterpret_cast<Pack<T> *>(sum + base)[q] = ps;
+  }
+  layernorm_regs(out + base, mean, rstd, yr, gamma, beta, c, eps, r);
+}
+
+/* Rows whose loads ln_param_part_kernel issues together: one row at a time
+ * keeps too few bytes in flight per thread to reach the memory bandwidth. */
+#define PART_ROWS 8
+
+/* Per chunk of ROW_CHUNK rows: sums of dy * xhat (for dgamma) and dy, added
+ * in row order (the loads go ahead in groups of PART_ROWS). */
 template <class T>
 static __global__ void ln_param_part_kernel(double *pg, double *pb, const T *dy, const T *x,
                                             const float *mean, const float *rstd, int n, int c) {
@@ -63,27 +203,43 @@ static __global__ void ln_param_part_kernel(double *pg, double *pb, const T *dy,
   if (j >= c) return;
   int r0 = blockIdx.y * ROW_CHUNK, r1 = min(n, r0 + ROW_CHUNK);
   double sg = 0.0, sb = 0.0;
-  for (int r = r0; r < r1; r++) {
-    size_t i = (size_t)r * c + j;
-    float d = ldf(&dy[i]);
-    sg += d * ((ldf(&x[i]) - mean[r]) * rstd[r]);
-    sb += d;
+  for (int r = r0; r < r1; r += PART_ROWS) {
+    float d[PART_ROWS], xh[PART_ROWS];
+#pragma unroll
+    for (int u = 0; u < PART_ROWS; u++) {
+      const int ru = min(r + u, r1 - 1); /* past the chunk: a row read again, not added */
+      const size_t i = (size_t)ru * c + j;
+      d[u] = ldf(&dy[i]);
+      xh[u] = (ldf(&x[i]) - mean[ru]) * rstd[ru];
+    }
+#pragma unroll
+    for (int u = 0; u < PART_ROWS && r + u < r1; u++) {
+      sg += d[u] * xh[u];
+      sb += d[u];
+    }
   }
   pg[(size_t)blockIdx.y * c + j] = sg;
   pb[(size_t)blockIdx.y * c + j] = sb;
 }
 
+/* One warp per column: lane l adds chunks l, l + 32, ... in order, then the
+ * warp's butterfly adds the lanes; a fixed shape, so the same sums every
+ * run, with 32 loads in flight where one thread walked every chunk. */
 static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const double *pg,
                                               const double *pb, int nchunks, int c) {
-  int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= c) return;
+  const size_t j = warp_row();
+  if (j >= (size_t)c) return;
   double sg = 0.0, sb = 0.0;
-  for (int ch = 0; ch < nchunks; ch++) {
+  for (int ch = threadIdx.x % 32; ch < nchunks; ch += 32) {
     sg += pg[(size_t)ch * c + j];
     sb += pb[(size_t)ch * c + j];
   }
-  if (dgamma) dgamma[j] += (float)sg;
-  if (dbeta) dbeta[j] += (float)sb;
+  sg = warp_sum(sg);
+  sb = warp_sum(sb);
+  if (threadIdx.x % 32 == 0) {
+    if (dgamma) dgamma[j] += (float)sg;
+    if (dbeta) dbeta[j] += (float)sb;
+  }
 }
 
 /* With dbranch (residual_ln_bwd): also dbranch = dropout'(dx), the
@@ -128,6 +284,82 @@ static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, 
   row_put(dx + r * c, c, grad);
 }
 
+/* ln_dx_kernel on registers: dy, x and gamma read once. Each lane writes
+ * only the packs it read, so dx may be dy. */
+template <class T, int P>
+static __global__ void ln_dx_regs(T *dx, T *dbranch, const T *dy, const T *x, const float *mean,
+                                  const float *rstd, const float *gamma, int c, BranchDropout bd,
+                                  size_t n) {
+  const size_t r = warp_row();
+  if (r >= n) return;
+  const int N = pack_len<T>(), np = c / N;
+  RowRegs<T, P> g, xr; /* g: dy, then dy gamma */
+  load_row(g, dy + r * c, np);
+  load_row(xr, x + r * c, np);
+  const float m = mean[r], rs = rstd[r];
+  double s1 = 0.0, s2 = 0.0;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+    float gam[pack_len<T>()];
+    load_params<T>(gam, gamma, threadIdx.x % 32 + 32 * i);
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+      g.v[i][k] = g.v[i][k] * gam[k];
+      s1 += g.v[i][k];
+      s2 += g.v[i][k] * ((xr.v[i][k] - m) * rs);
+    }
+  }
+  const float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
+  DropoutWalk walk;
+  walk.key = bd.key, walk.p = bd.p;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (!lane_has(i, np)) continue;
+    const int q = threadIdx.x % 32 + 32 * i;
+    Pack<T> pd, pb;
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+      const float d = rs * (g.v[i][k] - a - ((xr.v[i][k] - m) * rs) * b);
+      store_as(&pd.v[k], d);
+      if (dbranch)
+        store_as(&pb.v[k], bd.p == 0.0f                                           ? d
+                           : walk.keep(bd.key.elem_offset + r * c + q * N + k) ? __fmul_rn(d, bd.s)
+                                                                                : 0.0f);
+    }
+    reinterpret_cast<Pack<T> *>(dx + r * c)[q] = pd;
+    if (dbranch) reinterpret_cast<Pack<T> *>(dbranch + r * c)[q] = pb;
+  }
+}
+
+/* The register kernels' packs per lane for rows of c elements of T at ptrs
+ * (gamma and beta among them; NULL ones skipped): the smallest instance
+ * that holds the row, or 0 for the general kernels (rows of part packs, a
+ * pointer not 16-byte aligned, or rows too long). */
+template <class T>
+static int lane_packs(int c, std::initializer_list<const void *> ptrs) {
+  if (c % pack_len<T>() != 0) return 0;
+  for (const void *p : ptrs)
+    if (p && !aligned16(p)) return 0;
+  const size_t need = ceil_div((size_t)(c / pack_len<T>()), 32);
+  for (int P : {1, 2, 3, 4, 6, 8})
+    if ((size_t)P >= need) return P;
+  return 0;
+}
+
+/* f(std::integral_constant<int, P>) for P from lane_packs; false for 0. */
+template <class F> static bool with_packs(int P, F f) {
+  switch (P) {
+  case 1: f(std::integral_constant<int, 1>{}); return true;
+  case 2: f(std::integral_constant<int, 2>{}); return true;
+  case 3: f(std::integral_constant<int, 3>{}); return true;
+  case 4: f(std::integral_constant<int, 4>{}); return true;
+  case 6: f(std::integral_constant<int, 6>{}); return true;
+  case 8: f(std::integral_constant<int, 8>{}); return true;
+  }
+  return false;
+}
+
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
                         const float *gamma, const float *beta, int n, int c, float eps) {
   if (ops_no_work("layernorm_fwd", n, c, 1)) return;
@@ -136,8 +368,15 @@ void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,
   WRITES(rstd, n);
   by_act("layernorm_fwd", {out, x}, [&](auto t) {
     using T = decltype(t);
-    layernorm_fwd_kernel<T><<<warp_rows_grid("layernorm_fwd", (size_t)n), THREADS>>>(
-        tp<T>(out), mean, rstd, tp<T>(x), gamma, beta, c, eps, (size_t)n);
+    const unsigned grid = warp_rows_grid("layernorm_fwd", (size_t)n);
+    const int P = lane_packs<T>(c, {tp<T>(out), tp<T>(x), gamma, beta});
+    if (!with_packs(P, [&](auto pk) {
+          constexpr int K = decltype(pk)::value;
+          layernorm_fwd_regs<T, K><<<grid, THREADS>>>(
+              tp<T>(out), mean, rstd, tp<T>(x), gamma, beta, c, eps, (size_t)n);
+        }))
+      layernorm_fwd_kernel<T><<<grid, THREADS>>>(tp<T>(out), mean, rstd, tp<T>(x), gamma, beta,
+                                                 c, eps, (size_t)n);
   });
   LAUNCH_CHECK("layernorm_fwd (n=%d c=%d)", n, c);
 }
@@ -154,9 +393,17 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
   WRITES(rstd, n);
   by_act("residual_ln_fwd", {out, sum, y, res}, [&](auto t) {
     using T = decltype(t);
-    residual_ln_kernel<T><<<warp_rows_grid("residual_ln_fwd", (size_t)n), THREADS>>>(
-        tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y), tp<T>(res), gamma, beta, c, eps, p, s,
-        key, (size_t)n);
+    const unsigned grid = warp_rows_grid("residual_ln_fwd", (size_t)n);
+    const int P = lane_packs<T>(c, {tp<T>(out), tp<T>(sum), tp<T>(y), tp<T>(res), gamma, beta});
+    if (!with_packs(P, [&](auto pk) {
+          constexpr int K = decltype(pk)::value;
+          residual_ln_regs<T, K><<<grid, THREADS>>>(
+              tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y), tp<T>(res), gamma, beta, c, eps, p,
+              s, key, (size_t)n);
+        }))
+      residual_ln_kernel<T><<<grid, THREADS>>>(tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y),
+                                               tp<T>(res), gamma, beta, c, eps, p, s, key,
+                                               (size_t)n);
   });
   LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
@@ -171,15 +418,20 @@ static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma,
     if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
     double *pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
     double *pb = pg + (size_t)nchunks * c;
-    dim3 grid((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
-    ln_param_part_kernel<T><<<grid, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
+    dim3 parts((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
+    ln_param_part_kernel<T><<<parts, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
     LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
-    ln_param_finish_kernel<<<(unsigned)ceil_div((size_t)c, THREADS), THREADS>>>(dgamma, dbeta, pg,
-                                                                              pb, nchunks, c);
+    ln_param_finish_kernel<<<warp_rows_grid(op, (size_t)c), THREADS>>>(dgamma, dbeta, pg, pb,
+                                                                       nchunks, c);
     LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
   }
-  ln_dx_kernel<T><<<warp_rows_grid(op, (size_t)n), THREADS>>>(dx, dbranch, dy, x, mean, rstd,
-                                                              gamma, c, bd, (size_t)n);
+  const unsigned grid = warp_rows_grid(op, (size_t)n);
+  if (!with_packs(lane_packs<T>(c, {dx, dbranch, dy, x, gamma}), [&](auto pk) {
+        constexpr int K = decltype(pk)::value;
+        ln_dx_regs<T, K><<<grid, THREADS>>>(dx, dbranch, dy, x, mean, rstd, gamma, c, bd,
+                                            (size_t)n);
+      }))
+    ln_dx_kernel<T><<<grid, THREADS>>>(dx, dbranch, dy, x, mean, rstd, gamma, c, bd, (size_t)n);
   LAUNCH_CHECK("%s dx (n=%d c=%d)", op, n, c);
 }
 

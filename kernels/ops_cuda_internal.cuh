@@ -385,7 +385,8 @@ void cuda_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids
                     const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
                     int vocab, int ntypes);
 void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H);
+                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H,
+                    int vocab, int ntypes);
 void cuda_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c);
 void cuda_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c);
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *x,

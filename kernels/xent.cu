@@ -8,7 +8,9 @@
 /* Running maximum m (first index arg) and s = sum of exp(x - m) in
  * double, over some of a row's elements; two merge into one (online
  * softmax), so the row is read once, not once for the maximum and once
- * for the sum. */
+ * for the sum. A thread adds its own elements with lse_add (a float exp
+ * each: a double exp per element made the pass compute-bound), and the
+ * threads' sums merge with lse_merge. */
 struct RowLse {
   float m;
   int arg; /* 0x7fffffff: no element yet */
@@ -24,6 +26,16 @@ __device__ static inline RowLse lse_merge(RowLse a, RowLse b) {
   RowLse hi = b_wins ? b : a, lo = b_wins ? a : b;
   hi.s += lo.s * exp((double)lo.m - hi.m);
   return hi;
+}
+
+/* x, the element at index j, added after the elements before j. */
+__device__ static inline void lse_add(RowLse &r, float x, int j) {
+  if (r.arg == 0x7fffffff || x > r.m) { /* a new maximum: rescale the sum (rarely) */
+    r.s = (r.arg == 0x7fffffff ? 0.0 : r.s * exp((double)r.m - x)) + 1.0;
+    r.m = x, r.arg = j;
+  } else {
+    r.s += expf(x - r.m);
+  }
 }
 
 /* The elements of a row of v that this thread of the row's block owns: up
@@ -71,7 +83,7 @@ __device__ static void row_max_lse(const T *x, int v, float *mx_out, int *arg_ou
                                    double *log_sum) {
   __shared__ RowLse part[32];
   RowLse r = {-INFINITY, 0x7fffffff, 0.0};
-  block_row_each(x, v, [&](int j, float xj) { r = lse_merge(r, RowLse{xj, j, 1.0}); });
+  block_row_each(x, v, [&](int j, float xj) { lse_add(r, xj, j); });
   for (int o = 16; o > 0; o >>= 1) {
     RowLse other = {__shfl_xor_sync(0xffffffffu, r.m, o), __shfl_xor_sync(0xffffffffu, r.arg, o),
                     __shfl_xor_sync(0xffffffffu, r.s, o)};
@@ -146,8 +158,9 @@ static __global__ void xent_bwd_kernel(T *dlogits, const T *logits, const int32_
   int arg;
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
+  const float lse = (float)(mx + ls); /* exp(x - lse) in float: ~1e-6 relative */
   block_row_put(d, v, [&](int j) {
-    float g = scale * (float)exp((double)ldf(&x[j]) - mx - ls);
+    float g = scale * expf(ldf(&x[j]) - lse);
     return j == label ? g - scale : g;
   });
 }

@@ -2,14 +2,14 @@
 # The GPU checks in one run, for a machine with a GPU (e.g. the lent H100):
 #   scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]
 # 1. bertrain version (sees the GPU?)       2. tests/test_ops_cuda: every op vs the CPU
-#    (again under compute-sanitizer memcheck when it is installed)
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
-# 4. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch);
-#    tests/test_nccl.sh: 2 ranks with NCCL (needs 2 GPUs; skipped on one)
-# 5. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
+# 4. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
 #    fp32, TF32 and bf16
-# 6. bertrain bench --profile, bf16, both models: the time of every op and shape
-# 7. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
+# 5. bertrain bench --profile, bf16, both models: the time of every op and shape
+# 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
+# 7. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch);
+#    tests/test_nccl.sh: 2 ranks with NCCL (needs 2 GPUs; skipped on one)
+# 8. tests/test_ops_cuda again under compute-sanitizer memcheck, when it is installed
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
 # check failed. BUILD_DIR is a CUDA build (cmake -DBERTRAIN_CUDA=ON) made for this
@@ -47,25 +47,27 @@ step() {
 step version 60 "$BERTRAIN" version
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader > "$LOG/gpu.txt" 2>&1
-step ops 180 env BERTRAIN_CUDA_SYNC=1 bash -c "cd '$SRC/tests' && exec '$BUILD/tests/test_ops_cuda'"
-SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-[ -n "$SAN" ] && step memcheck 180 bash -c "cd '$SRC/tests' && exec '$SAN' --tool memcheck --error-exitcode 9 '$BUILD/tests/test_ops_cuda'"
-step train 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_train_cuda.sh'"
-step reference 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
-step nccl 240 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_nccl.sh'"
+# Cheap and essential first, the sanitizer last: a device call has a hard limit,
+# and what it cuts off should be the slowest check, not the figures.
+step ops 120 env BERTRAIN_CUDA_SYNC=1 bash -c "cd '$SRC/tests' && exec '$BUILD/tests/test_ops_cuda'"
+step train 150 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_train_cuda.sh'"
 for m in mini base; do
-  step bench-$m 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+  step bench-$m 90 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3
-  step bench-$m-tf32 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+  step bench-$m-tf32 90 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3 --tf32
-  step bench-$m-bf16 240 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+  step bench-$m-bf16 90 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 20 --warmup 3 --precision bf16
 done
 for m in mini base; do
-  step profile-$m 180 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
+  step profile-$m 90 "$BERTRAIN" bench --device cuda --config configs/bert-$m.ini --batch 64 \
     --seq 128 --pred 20 --steps 5 --warmup 2 --precision bf16 --profile
 done
-[ $HF = 1 ] && step hf-baseline 300 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
+[ $HF = 1 ] && step hf-baseline 240 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
+step reference 150 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
+step nccl 60 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_nccl.sh'"
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+[ -n "$SAN" ] && step memcheck 150 bash -c "cd '$SRC/tests' && exec '$SAN' --tool memcheck --error-exitcode 9 '$BUILD/tests/test_ops_cuda'"
 
 echo
 echo "GPU: $(cat "$LOG/gpu.txt" 2>/dev/null || echo '?')"

@@ -42,7 +42,7 @@ def run(name, L, H, A, I, B=64, S=128, V=30522, mode='fp32', compile_=False, ste
 print(torch.__version__, torch.cuda.get_device_name(0), flush=True)
 for mode in ['fp32', 'tf32', 'bf16']:
     run('bert-mini', 4, 256, 4, 1024, mode=mode)
-for mode in ['tf32', 'bf16']:
+for mode in ['fp32', 'tf32', 'bf16']:
     run('bert-base', 12, 768, 12, 3072, mode=mode)
 run('bert-mini', 4, 256, 4, 1024, B=512, mode='bf16')
 if '--compile' in sys.argv:

@@ -106,7 +106,7 @@ void encoder_backward(Model *m) {
    * tied decoder's contribution, added earlier, stays). */
   float *pad = m->o.pad_id >= 0 ? G(m, t->wte) + (size_t)m->o.pad_id * H : NULL;
   if (pad) o->copy(m->pad_row, pad, (size_t)H * sizeof(float));
-  o->embed_bwd(G(m, t->wte), G(m, t->wpe), G(m, t->wtt), m->dh, m->ids, m->types, B, S, H);
+  o->embed_bwd(G(m, t->wte), G(m, t->wpe), G(m, t->wtt), m->dh, m->ids, m->types, B, S, H, m->V, m->T);
   if (pad) o->copy(pad, m->pad_row, (size_t)H * sizeof(float));
   model_grads_ready(m, -1);
 }

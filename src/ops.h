@@ -127,9 +127,12 @@ typedef struct Ops {
   void (*embed_fwd)(float *out, const int32_t *word_ids, const int32_t *type_ids,
                     const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
                     int vocab, int ntypes);
-  /* dwte[word] += dout, dwpe[s] += dout, dwtt[type] += dout, in token order. */
+  /* dwte[word] += dout, dwpe[s] += dout, dwtt[type] += dout: the CPU adds in
+   * token order, the GPU in a fixed order of its own (kernels/embedding.cu).
+   * vocab and ntypes are the tables' rows; ids were checked by embed_fwd. */
   void (*embed_bwd)(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H);
+                    const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H,
+                    int vocab, int ntypes);
 
   /* ---- layernorm over the last dimension, biased variance, eps inside the
    * sqrt (BERT: 1e-12). Saves mean[n], rstd[n] for the backward. ---- */

@@ -35,7 +35,8 @@ void cpu_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
                    const float *wte, const float *wpe, const float *wtt, int B, int S, int H,
                    int vocab, int ntypes);
 void cpu_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                   const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H);
+                   const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H, int vocab,
+                   int ntypes);
 void cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *x, const float *gamma,
                        const float *beta, int n, int c, float eps);
 void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

@@ -32,7 +32,9 @@ void cpu_embed_fwd(float *out, const int32_t *word_ids, const int32_t *type_ids,
 }
 
 void cpu_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                   const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H) {
+                   const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H, int vocab,
+                   int ntypes) {
+  (void)vocab, (void)ntypes; /* the ids were checked by embed_fwd */
   size_t n = (size_t)B * S;
   int nch = (H + COL_CHUNK - 1) / COL_CHUNK;
 #pragma omp parallel for schedule(static)

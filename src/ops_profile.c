@@ -88,8 +88,9 @@ static void p_embed_fwd(float *out, const int32_t *wid, const int32_t *tid, cons
         "%d x %d x %d", B, S, H);
 }
 static void p_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
-                        const int32_t *wid, const int32_t *tid, int B, int S, int H) {
-  TIMED(embed_bwd(dwte, dwpe, dwtt, dout, wid, tid, B, S, H), 0, (double)B * S * H,
+                        const int32_t *wid, const int32_t *tid, int B, int S, int H,
+                        int vocab, int ntypes) {
+  TIMED(embed_bwd(dwte, dwpe, dwtt, dout, wid, tid, B, S, H, vocab, ntypes), 0, (double)B * S * H,
         (double)B * S * H, "embed_bwd", "%d x %d x %d", B,
         S, H);
 }

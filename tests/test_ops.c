@@ -198,7 +198,7 @@ static void test_embeddings(void) {
 
   float *gte = dev(NULL, EV * EH), *gpe = dev(NULL, EP * EH), *gtt = dev(NULL, ET * EH);
   float *dy = dev(E.wts, EB * ES * EH);
-  O->embed_bwd(gte, gpe, gtt, dy, E.dword, E.dtype, EB, ES, EH);
+  O->embed_bwd(gte, gpe, gtt, dy, E.dword, E.dtype, EB, ES, EH, EV, ET);
   float *hte = down(gte, EV * EH), *hpe = down(gpe, EP * EH), *htt = down(gtt, ET * EH);
   fd_check("embed word table", E.wte, EV * EH, hte, embed_loss);
   fd_check("embed position table", E.wpe, EP * EH, hpe, embed_loss);
@@ -790,7 +790,7 @@ static Digest run_all(int threads) {
   O->gelu_bwd(act, act, qkv, NR * F);
   O->linear_bwd(dln, dw, db, dqkv, ln, wqkv, NR, H, 3 * H, 0);
   O->layernorm_bwd(dx, dgm, dbt, dln, x, mean, rstd, gamma, NR, H);
-  O->embed_bwd(dte, dpe, dtt, dx, dids, dtypes, B, S, H);
+  O->embed_bwd(dte, dpe, dtt, dx, dids, dtypes, B, S, H, 50, 2);
   O->gather_fwd(gout, dx, dg, 40, NR, H);
   O->gather_bwd(dx, gout, dg, 40, NR, H);
   float *outs[] = {dlog, dctx, dwo, dqkv, act, dln, dw, db, dgm, dbt, dx, dte, dpe, dtt};

@@ -3,8 +3,9 @@
     kernel<<<grid, block[, shared, stream]>>>(args);
 becomes
     emu::launch("kernel", emu::config(grid, block[, ...]), kernel, args);
-and nothing else changes (line numbers stay, and a #line directive points
-compiler messages at the original file).
+and "#pragma unroll" lines (a hint for nvcc that the host compiler warns
+about) are emptied; nothing else changes (line numbers stay, and a #line
+directive points compiler messages at the original file).
 
 usage: translate.py IN.cu OUT.cpp"""
 import re
@@ -26,7 +27,11 @@ def closing(text, i, open_ch, close_ch):
     raise SystemExit("translate.py: unbalanced %s at offset %d" % (open_ch, i))
 
 
+UNROLL = re.compile(r"^[ \t]*#pragma unroll\b.*$", re.M)
+
+
 def translate(text, path):
+    text = UNROLL.sub("", text)
     out, pos = [], 0
     while True:
         start = text.find("<<<", pos)

@@ -118,6 +118,21 @@ T atomicAdd(T *p, T v) {
   *p = old + v;
   return old;
 }
+inline int atomicMin(int *p, int v) {
+  int old = *p;
+  if (v < old) *p = v;
+  return old;
+}
+
+/* Bit i set when lane i's predicate holds, gathered by butterflies (every
+ * lane of the mask must call it). */
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+  unsigned bits = pred ? 1u << (emu::lane_id() & 31) : 0u;
+  for (int o = 16; o > 0; o >>= 1) bits |= __shfl_xor_sync(mask, bits, o);
+  return bits & mask;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 template <class A, class B>
 inline typename std::common_type<A, B>::type min(A a, B b) {
