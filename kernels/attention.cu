@@ -56,11 +56,6 @@ static __global__ void softmax_rows_kernel(T *P, TD *drop, const int32_t *mask, 
  * of S <= 128 NQ elements is read once and written once, one vector access
  * per quad, with every lane busy at S = 128. The quads must be aligned to
  * their size (rows of S % 4 == 0 elements on 16-byte aligned buffers). */
-template <class T>
-struct alignas(4 * sizeof(T)) Quad {
-  T v[4];
-};
-
 /* keep[i] for elements e + i, i < 4, the first of them word O of its
  * Philox block: each block drawn once, its words picked by constant
  * indices (a run-time index, as DropoutWalk's, puts them in local memory). */

@@ -113,10 +113,33 @@ void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
   map("tanh_bwd", dx, dy, y, n, TanhBwdOp{});
 }
 
+/* dropout_kernel where the elements start a Philox block and the buffers
+ * allow one vector access per block: the block's words picked by constant
+ * indices (dropout_kernel's run-time index puts them in local memory) and
+ * no element a thread of its own. */
+template <class TO, class TI>
+static __global__ void dropout_quads_kernel(TO *out, const TI *x, size_t quads, float p, float s,
+                                            DropoutKey k) {
+  const uint64_t first_block = k.elem_offset >> 2;
+  GRID_STRIDE(q, quads) {
+    const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, first_block + q);
+    const Quad<TI> v = reinterpret_cast<const Quad<TI> *>(x)[q];
+    Quad<TO> o;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      store_as(&o.v[i], dropout_keep_in(r, (uint64_t)i, p) ? ldf(&v.v[i]) * s : 0.0f);
+    reinterpret_cast<Quad<TO> *>(out)[q] = o;
+  }
+}
+
 template <class TO, class TI>
 static void dropout_run(const char *op, TO *out, const TI *x, size_t n, float p, DropoutKey k) {
   const float s = 1.0f / (1.0f - p);
-  dropout_kernel<TO, TI><<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p, s, k);
+  if (k.elem_offset % 4 == 0 && n % 4 == 0 && (uintptr_t)x % sizeof(Quad<TI>) == 0 &&
+      (uintptr_t)out % sizeof(Quad<TO>) == 0)
+    dropout_quads_kernel<TO, TI><<<grid_for(n / 4, THREADS), THREADS>>>(out, x, n / 4, p, s, k);
+  else
+    dropout_kernel<TO, TI><<<grid_for(ceil_div(n, 4) + 1, THREADS), THREADS>>>(out, x, n, p, s, k);
   LAUNCH_CHECK("%s (n=%zu p=%g)", op, n, p);
 }
 

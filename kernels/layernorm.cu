@@ -284,19 +284,15 @@ static __global__ void ln_dx_kernel(T *dx, T *dbranch, const T *dy, const T *x, 
   row_put(dx + r * c, c, grad);
 }
 
-/* ln_dx_kernel on registers: dy, x and gamma read once. Each lane writes
- * only the packs it read, so dx may be dy. */
-template <class T, int P>
-static __global__ void ln_dx_regs(T *dx, T *dbranch, const T *dy, const T *x, const float *mean,
-                                  const float *rstd, const float *gamma, int c, BranchDropout bd,
-                                  size_t n) {
-  const size_t r = warp_row();
-  if (r >= n) return;
+/* dx (and dbranch) of row r, whose dy (g) and x the warp holds: ln_dx_kernel
+ * on registers. g becomes dy gamma. Each lane writes only the packs it
+ * read, so dx may be dy. col(i, k, dy, xhat) sees each element of the
+ * lane's packs before any write. */
+template <class T, int P, class F>
+__device__ static void ln_dx_row(T *dx, T *dbranch, RowRegs<T, P> &g, const RowRegs<T, P> &xr,
+                                 float m, float rs, const float *gamma, int c,
+                                 const BranchDropout &bd, size_t r, F col) {
   const int N = pack_len<T>(), np = c / N;
-  RowRegs<T, P> g, xr; /* g: dy, then dy gamma */
-  load_row(g, dy + r * c, np);
-  load_row(xr, x + r * c, np);
-  const float m = mean[r], rs = rstd[r];
   double s1 = 0.0, s2 = 0.0;
 #pragma unroll
   for (int i = 0; i < P; i++) {
@@ -305,9 +301,11 @@ static __global__ void ln_dx_regs(T *dx, T *dbranch, const T *dy, const T *x, co
     load_params<T>(gam, gamma, threadIdx.x % 32 + 32 * i);
 #pragma unroll
     for (int k = 0; k < N; k++) {
+      const float xh = (xr.v[i][k] - m) * rs;
+      col(i, k, g.v[i][k], xh);
       g.v[i][k] = g.v[i][k] * gam[k];
       s1 += g.v[i][k];
-      s2 += g.v[i][k] * ((xr.v[i][k] - m) * rs);
+      s2 += g.v[i][k] * xh;
     }
   }
   const float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
@@ -330,6 +328,90 @@ static __global__ void ln_dx_regs(T *dx, T *dbranch, const T *dy, const T *x, co
     reinterpret_cast<Pack<T> *>(dx + r * c)[q] = pd;
     if (dbranch) reinterpret_cast<Pack<T> *>(dbranch + r * c)[q] = pb;
   }
+}
+
+/* One warp per row, without dgamma and dbeta. */
+template <class T, int P>
+static __global__ void ln_dx_regs(T *dx, T *dbranch, const T *dy, const T *x, const float *mean,
+                                  const float *rstd, const float *gamma, int c, BranchDropout bd,
+                                  size_t n) {
+  const size_t r = warp_row();
+  if (r >= n) return;
+  const int np = c / pack_len<T>();
+  RowRegs<T, P> g, xr;
+  load_row(g, dy + r * c, np);
+  load_row(xr, x + r * c, np);
+  ln_dx_row(dx, dbranch, g, xr, mean[r], rstd[r], gamma, c, bd, r, [](int, int, float, float) {});
+}
+
+/* With dgamma or dbeta, a block takes a chunk of ROW_CHUNK rows and its
+ * warps WARP_ROWS consecutive rows each: a warp adds dy xhat and dy of its
+ * rows, in order, for its lane's columns while it holds them, so dy and x
+ * are read once for both. More rows per warp would leave too few warps to
+ * fill the GPU; a chunk per warp, too many partials for the finish. */
+#define WARP_ROWS (ROW_CHUNK / (THREADS / 32))
+static_assert(WARP_ROWS * (THREADS / 32) == ROW_CHUNK, "a block's warps share its chunk evenly");
+
+/* Rows of more elements per lane (bf16 rows past 1536) keep the general
+ * column pass: with the column sums and gamma held too, they would spill. */
+#define COLS_LANE_ELEMS 48
+
+/* A lane's column sums over its warp's rows, for its packs of a row. Float:
+ * 8 rows' terms, then double from the chunk on; doubles would take the
+ * registers of another row. */
+template <class T, int P> struct ColSums {
+  float g[P][pack_len<T>()], b[P][pack_len<T>()];
+};
+
+/* Row ch of pg and pb: the warps' column sums added in warp (so row)
+ * order, a slab of 32 packs of columns at a time. Every thread of the
+ * block calls it. */
+template <class T, int P>
+__device__ static void put_chunk_sums(double *pg, double *pb, const ColSums<T, P> &acc, int c,
+                                      size_t ch) {
+  constexpr int N = pack_len<T>(), W = THREADS / 32, S = 32 * N;
+  __shared__ double part[W][2][S];
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < P; i++) {
+    if (i * S >= c) break;
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+      part[w][0][lane * N + k] = acc.g[i][k];
+      part[w][1][lane * N + k] = acc.b[i][k];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < 2 * S; e += THREADS) {
+      const int which = e / S, j = i * S + e % S;
+      double s = 0.0;
+      for (int u = 0; u < W; u++) s += part[u][which][e % S];
+      if (j < c) (which ? pb : pg)[ch * c + j] = s;
+    }
+    __syncthreads(); /* the slab is read before the next one is written */
+  }
+}
+
+/* ln_dx_regs with the chunk's column partials (pg, pb: [chunks, c]) for
+ * ln_param_finish_kernel. */
+template <class T, int P>
+static __global__ void ln_dx_cols(T *dx, T *dbranch, double *pg, double *pb, const T *dy,
+                                  const T *x, const float *mean, const float *rstd,
+                                  const float *gamma, int c, BranchDropout bd, size_t n) {
+  const int np = c / pack_len<T>();
+  const size_t r0 = blockIdx.x * (size_t)ROW_CHUNK + threadIdx.x / 32 * WARP_ROWS;
+  const size_t r1 = r0 + WARP_ROWS < n ? r0 + WARP_ROWS : n;
+  ColSums<T, P> acc = {};
+  for (size_t r = r0; r < r1; r++) {
+    RowRegs<T, P> g, xr;
+    load_row(g, dy + r * c, np);
+    load_row(xr, x + r * c, np);
+    ln_dx_row(dx, dbranch, g, xr, mean[r], rstd[r], gamma, c, bd, r,
+              [&](int i, int k, float d, float xh) {
+                acc.g[i][k] += d * xh;
+                acc.b[i][k] += d;
+              });
+  }
+  put_chunk_sums(pg, pb, acc, c, blockIdx.x);
 }
 
 /* The register kernels' packs per lane for rows of c elements of T at ptrs
@@ -408,31 +490,46 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
   LAUNCH_CHECK("residual_ln_fwd (n=%d c=%d p=%g)", n, c, p);
 }
 
-/* The column pass runs first, so the row pass may overwrite dy. */
+/* The general path's column pass runs first, so its row pass may
+ * overwrite dy; the register path takes both from the same reads. */
 template <class T>
 static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma, float *dbeta,
                                const T *dy, const T *x, const float *mean, const float *rstd,
                                const float *gamma, int n, int c, BranchDropout bd) {
-  if (dgamma || dbeta) {
-    int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
+  const int P = lane_packs<T>(c, {dx, dbranch, dy, x, gamma});
+  const bool params = dgamma || dbeta;
+  const bool fused = params && P != 0 && P * pack_len<T>() <= COLS_LANE_ELEMS;
+  const int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
+  double *pg = NULL, *pb = NULL;
+  if (params) {
     if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", op, n);
-    double *pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
-    double *pb = pg + (size_t)nchunks * c;
+    pg = (double *)cuda_scratch(2 * (size_t)nchunks * c * sizeof(double));
+    pb = pg + (size_t)nchunks * c;
+  }
+  if (params && !fused) {
     dim3 parts((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
     ln_param_part_kernel<T><<<parts, THREADS>>>(pg, pb, dy, x, mean, rstd, n, c);
     LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
-    ln_param_finish_kernel<<<warp_rows_grid(op, (size_t)c), THREADS>>>(dgamma, dbeta, pg, pb,
-                                                                       nchunks, c);
-    LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
   }
   const unsigned grid = warp_rows_grid(op, (size_t)n);
-  if (!with_packs(lane_packs<T>(c, {dx, dbranch, dy, x, gamma}), [&](auto pk) {
+  if (!with_packs(P, [&](auto pk) {
         constexpr int K = decltype(pk)::value;
+        if constexpr (K * pack_len<T>() <= COLS_LANE_ELEMS)
+          if (fused) {
+            ln_dx_cols<T, K><<<(unsigned)nchunks, THREADS>>>(dx, dbranch, pg, pb, dy, x, mean,
+                                                             rstd, gamma, c, bd, (size_t)n);
+            return;
+          }
         ln_dx_regs<T, K><<<grid, THREADS>>>(dx, dbranch, dy, x, mean, rstd, gamma, c, bd,
                                             (size_t)n);
       }))
     ln_dx_kernel<T><<<grid, THREADS>>>(dx, dbranch, dy, x, mean, rstd, gamma, c, bd, (size_t)n);
   LAUNCH_CHECK("%s dx (n=%d c=%d)", op, n, c);
+  if (params) {
+    ln_param_finish_kernel<<<warp_rows_grid(op, (size_t)c), THREADS>>>(dgamma, dbeta, pg, pb,
+                                                                       nchunks, c);
+    LAUNCH_CHECK("%s param finish (n=%d c=%d)", op, n, c);
+  }
 }
 
 /* Both backward ops: what they write, then the kernels on their type. */

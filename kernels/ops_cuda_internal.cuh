@@ -275,6 +275,12 @@ __device__ inline void row_each(const T *x, int c, F f) {
   }
 }
 
+/* Four consecutive elements, one vector access (the emulator has no int4). */
+template <class T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+
 /* keep(e) for the elements a lane walks in order, drawing each Philox
  * block (four elements) once for a run of elements in one block: a lane
  * owning 16-byte packs meets each block 2 to 4 times in a row. */

@@ -545,10 +545,12 @@ static void test_elementwise(int op, const char *name, double tol, int off) {
   free(a), free(b);
 }
 
-static void test_dropout(int bwd, int in_place, float p) {
-  const size_t n = (size_t)NTOK * H + 3;
+/* quads: the elements start a Philox block and are whole blocks (the GPU's
+ * vector path); else an odd offset and a tail. */
+static void test_dropout(int bwd, int in_place, float p, int quads) {
+  const size_t n = (size_t)NTOK * H + (quads ? 0 : 3);
   float *x = rnd(n, -1, 1), *res[3];
-  DropoutKey key = rnd_key(12345); /* odd offset: not a multiple of 4 */
+  DropoutKey key = rnd_key(quads ? 12344 : 12345);
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
     float *dx = putA(o, x, n), *dout = in_place ? dx : putA(o, NULL, n);
@@ -558,7 +560,8 @@ static void test_dropout(int bwd, int in_place, float p) {
     release(o);
   }
   char name[32];
-  snprintf(name, sizeof name, "%s%s p=%.1f", bwd ? "dropout_bwd" : "dropout_fwd", in_place ? "/ip" : "", p);
+  snprintf(name, sizeof name, "%s%s%s p=%.1f", bwd ? "dropout_bwd" : "dropout_fwd",
+           in_place ? "/ip" : "", quads ? "/q" : "", p);
   if (p > 0.0f) check_mask(name, res, n, p);
   else {
     int copied = memcmp(res[1], x, n * sizeof *x) == 0;
@@ -825,11 +828,13 @@ static void test_act_ops(void) {
   test_layernorm(7, 300); /* rows longer than a warp's pass */
   test_layernorm(NTOK, 768); /* BERT-base rows: whole packs in every lane, in registers */
   test_layernorm(33 * 64 + 5, H); /* more column-sum chunks than a warp has lanes */
+  test_layernorm(NTOK, 2048); /* bf16: rows in registers, the column sums apart */
   test_residual_ln(NTOK, H, 0.1f);
   test_residual_ln(7, 300, 0.3f);
   test_residual_ln(NTOK, H, 0.0f);
   test_residual_ln(NTOK, 768, 0.1f);
   test_residual_ln(NTOK, 256, 0.1f);
+  test_residual_ln(5 * 64 + 5, 768, 0.1f); /* BERT-base rows over chunks, the last one part */
   test_elementwise(EW_ADD, "add", TOL_EXACT, 0);
   test_elementwise(EW_SCALE, "scale", TOL_EXACT, 0);
   test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32, 0);
@@ -837,10 +842,12 @@ static void test_act_ops(void) {
   test_elementwise(EW_TANH_FWD, "tanh_fwd", TOL_F32, 0);
   test_elementwise(EW_TANH_BWD, "tanh_bwd", TOL_F32, 0);
   test_elementwise(EW_GELU_BWD, "gelu_bwd", TOL_F32, 1);
-  test_dropout(0, 0, 0.1f);
-  test_dropout(0, 1, 0.1f);
-  test_dropout(1, 1, 0.3f);
-  test_dropout(0, 0, 0.0f);
+  test_dropout(0, 0, 0.1f, 0);
+  test_dropout(0, 1, 0.1f, 0);
+  test_dropout(1, 1, 0.3f, 0);
+  test_dropout(0, 0, 0.0f, 0);
+  test_dropout(0, 0, 0.1f, 1);
+  test_dropout(1, 1, 0.3f, 1);
   double tol = g_tol_override;
   if (tol > 0) g_tol_override = 2 * tol; /* attention chains two bf16 products */
   test_attention(B, S, 1);
