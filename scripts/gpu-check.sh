@@ -27,6 +27,8 @@ LOG=$(cd "$LOG" && pwd)
 export SRC=$PWD BERTRAIN=$BUILD/bertrain BERTRAIN_PYTHON=${BERTRAIN_PYTHON:-python3}
 export MPIEXEC=${MPIEXEC:-$(command -v mpirun.openmpi || command -v mpirun || echo mpirun)}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# the bundled Open MPI next to a machine's own PMIx warns about a compression plug-in
+export PMIX_MCA_pcompress_base_silence_warning=1
 ROWS=()
 FAILED=0
 
