@@ -55,6 +55,45 @@ static void test_block_sum(void) {
   cudaFree(out);
 }
 
+/* Per warp: the ballot of the lanes whose value is odd, the lowest such
+ * lane (__ffs), their count (__popc); and the smallest value (atomicMin). */
+static __global__ void ballot_kernel(unsigned *out, int *least, const int *in) {
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  unsigned b = __ballot_sync(0xffffffffu, v & 1);
+  atomicMin(least, v);
+  if (threadIdx.x % 32 == 0) {
+    unsigned *o = out + 3 * (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    o[0] = b, o[1] = (unsigned)__ffs(b), o[2] = (unsigned)__popc(b);
+  }
+}
+
+static void test_ballot(void) {
+  const int warps = 4, n = 32 * warps;
+  int h[n], *in, *least, low = 1 << 30, got_low;
+  unsigned out[3 * warps], *dout;
+  for (int i = 0; i < n; i++) h[i] = (i * 7919) % 1000 + (i == 77 ? -5 : 0);
+  cudaMalloc((void **)&in, sizeof h);
+  cudaMalloc((void **)&dout, sizeof out);
+  cudaMalloc((void **)&least, sizeof low);
+  cudaMemcpy(in, h, sizeof h, cudaMemcpyHostToDevice);
+  cudaMemcpy(least, &low, sizeof low, cudaMemcpyHostToDevice);
+  ballot_kernel<<<2, 64>>>(dout, least, in);
+  int ok = cudaGetLastError() == cudaSuccess;
+  cudaMemcpy(out, dout, sizeof out, cudaMemcpyDeviceToHost);
+  cudaMemcpy(&got_low, least, sizeof low, cudaMemcpyDeviceToHost);
+  for (int w = 0; w < warps; w++) {
+    unsigned want = 0;
+    for (int l = 0; l < 32; l++) want |= (unsigned)(h[32 * w + l] & 1) << l;
+    ok &= out[3 * w] == want && out[3 * w + 1] == (unsigned)__builtin_ffs((int)want) &&
+          out[3 * w + 2] == (unsigned)__builtin_popcount(want);
+  }
+  for (int i = 0; i < n; i++) low = h[i] < low ? h[i] : low;
+  check(ok && got_low == low, "ballot, ffs, popc and atomicMin");
+  cudaFree(in);
+  cudaFree(dout);
+  cudaFree(least);
+}
+
 static void test_refusals(void) {
   float *d;
   cudaMalloc((void **)&d, 64 * sizeof(float));
@@ -139,6 +178,7 @@ static void expect_report(const char *what, void (*fn)(void), const char *want) 
 
 int main(void) {
   test_block_sum();
+  test_ballot();
   test_refusals();
   expect_report("a write past an allocation is reported", overrun,
                 "0 bytes past the end of a 400-byte allocation");
