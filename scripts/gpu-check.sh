@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a machine with a GPU (e.g. the lent H100):
-#   scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]
+#   scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf] [--kernels]
 # 1. bertrain version (sees the GPU?)       2. tests/test_ops_cuda: every op vs the CPU
 # 3. tests/test_train_cuda.sh: 20 training steps cpu vs cuda, checkpoints crossing over
 # 4. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
@@ -10,18 +10,24 @@
 # 7. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch);
 #    tests/test_nccl.sh: 2 ranks with NCCL (needs 2 GPUs; skipped on one)
 # 8. tests/test_ops_cuda again under compute-sanitizer memcheck, when it is installed
+# 9. with --kernels: scripts/gpu-kernels.sh for BERT-base bf16 (device time per kernel,
+#    Nsight Compute; about a minute more)
 # Full logs go to LOG_DIR/NAME.log; a table of the outcomes is printed last. Each
 # step has its own time limit, so one hang costs only its own. Exit status 1 when a
 # check failed. BUILD_DIR is a CUDA build (cmake -DBERTRAIN_CUDA=ON) made for this
 # machine's GPU architecture (CMAKE_CUDA_ARCHITECTURES, default 80;90), or the
 # .gpu/bin that scripts/gpu-prepare.sh makes: bertrain and tests/test_ops_cuda.
 set -u
-[ $# -ge 2 ] || { echo "usage: scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf]" >&2; exit 2; }
+USAGE="usage: scripts/gpu-check.sh BUILD_DIR LOG_DIR [--no-hf] [--kernels]"
+[ $# -ge 2 ] || { echo "$USAGE" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 BUILD=$(cd "$1" && pwd)
 LOG=$2
-HF=1
-[ "${3:-}" = --no-hf ] && HF=0
+shift 2
+HF=1 KERNELS=0
+for a in "$@"; do
+  case $a in --no-hf) HF=0 ;; --kernels) KERNELS=1 ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+done
 mkdir -p "$LOG/work"
 LOG=$(cd "$LOG" && pwd)
 export SRC=$PWD BERTRAIN=$BUILD/bertrain BERTRAIN_PYTHON=${BERTRAIN_PYTHON:-python3}
@@ -70,6 +76,8 @@ step reference 150 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_referen
 step nccl 60 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_nccl.sh'"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 [ -n "$SAN" ] && step memcheck 150 bash -c "cd '$SRC/tests' && exec '$SAN' --tool memcheck --error-exitcode 9 '$BUILD/tests/test_ops_cuda'"
+[ $KERNELS = 1 ] && step kernels-base 150 scripts/gpu-kernels.sh "$BERTRAIN" configs/bert-base.ini \
+  --precision bf16
 
 echo
 echo "GPU: $(cat "$LOG/gpu.txt" 2>/dev/null || echo '?')"
@@ -91,5 +99,7 @@ for m in mini base; do
   echo "where bert-$m bf16 spends its time (profile-$m.log):"
   grep '^profile:' "$LOG/profile-$m.log" 2>/dev/null | sed -n 3,15p
 done
+[ $KERNELS = 1 ] && { echo "bert-base bf16, kernels by device time (kernels-base.log):";
+  sed -n 1,14p "$LOG/kernels-base.log"; }
 grep "B=64 " "$LOG/hf-baseline.log" 2>/dev/null | awk '{ printf "  hf       %-10s %-5s %s\n", $1, $2, $8 }'
 exit $FAILED
