@@ -187,7 +187,8 @@ typedef struct Ops {
 
   /* ---- row gather: out[i] = x[idx[i]] for i < n, x has rows rows of c ---- */
   void (*gather_fwd)(float *out, const float *x, const int32_t *idx, int n, int rows, int c);
-  /* dx[idx[i]] += dout[i], in order of i */
+  /* dx[idx[i]] += dout[i]: the CPU adds in order of i, the GPU in a fixed
+   * order of its own (as embed_bwd) */
   void (*gather_bwd)(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c);
 
   /* ---- softmax cross-entropy over rows of logits [n, v]; rows with
