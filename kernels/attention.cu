@@ -56,26 +56,6 @@ static __global__ void softmax_rows_kernel(T *P, TD *drop, const int32_t *mask, 
  * of S <= 128 NQ elements is read once and written once, one vector access
  * per quad, with every lane busy at S = 128. The quads must be aligned to
  * their size (rows of S % 4 == 0 elements on 16-byte aligned buffers). */
-/* keep[i] for elements e + i, i < 4, the first of them word O of its
- * Philox block: each block drawn once, its words picked by constant
- * indices (a run-time index, as DropoutWalk's, puts them in local memory). */
-template <int O>
-static __device__ void quad_keeps_at(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
-  const philox4x32_ctr_t r0 = dropout_block(k.seed, k.step, k.tensor, e / 4);
-  const philox4x32_ctr_t r1 = O > 0 ? dropout_block(k.seed, k.step, k.tensor, e / 4 + 1) : r0;
-  for (int i = 0; i < 4; i++)
-    keep[i] = i + O < 4 ? dropout_keep_in(r0, (uint64_t)(i + O), p)
-                        : dropout_keep_in(r1, (uint64_t)(i + O - 4), p);
-}
-
-static __device__ void quad_keeps(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
-  switch (e % 4) {
-  case 0: quad_keeps_at<0>(k, p, e, keep); break;
-  case 1: quad_keeps_at<1>(k, p, e, keep); break;
-  case 2: quad_keeps_at<2>(k, p, e, keep); break;
-  default: quad_keeps_at<3>(k, p, e, keep);
-  }
-}
 
 /* Quads per lane for rows of S elements (1, 2 or 4), or 0 when the fast
  * paths do not take them. */

@@ -114,20 +114,18 @@ void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
 }
 
 /* dropout_kernel where the elements start a Philox block and the buffers
- * allow one vector access per block: the block's words picked by constant
- * indices (dropout_kernel's run-time index puts them in local memory) and
- * no element a thread of its own. */
+ * allow one vector access per block: a block (quad_keeps_at, constant word
+ * indices) and one access each way per thread. */
 template <class TO, class TI>
 static __global__ void dropout_quads_kernel(TO *out, const TI *x, size_t quads, float p, float s,
                                             DropoutKey k) {
-  const uint64_t first_block = k.elem_offset >> 2;
   GRID_STRIDE(q, quads) {
-    const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, first_block + q);
+    bool keep[4];
+    quad_keeps_at<0>(k, p, k.elem_offset + 4 * q, keep);
     const Quad<TI> v = reinterpret_cast<const Quad<TI> *>(x)[q];
     Quad<TO> o;
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-      store_as(&o.v[i], dropout_keep_in(r, (uint64_t)i, p) ? ldf(&v.v[i]) * s : 0.0f);
+    for (int i = 0; i < 4; i++) store_as(&o.v[i], keep[i] ? ldf(&v.v[i]) * s : 0.0f);
     reinterpret_cast<Quad<TO> *>(out)[q] = o;
   }
 }

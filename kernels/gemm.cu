@@ -42,20 +42,15 @@ __nv_bfloat16 *bf16_buffer(int which, size_t n) {
   return buf[which];
 }
 
-/* Four bf16 values, stored with one 8-byte write. */
-struct alignas(8) Bf16x4 {
-  __nv_bfloat16 v[4];
-};
-
 /* dst[i] = bf16(src[i]) for a contiguous run of n floats: four per thread
  * (src 16-byte and dst 8-byte aligned), the tail by block 0. */
 static __global__ void to_bf16_flat_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
   const size_t quads = n / 4;
   GRID_STRIDE(q, quads) {
     float4 f = reinterpret_cast<const float4 *>(src)[q];
-    Bf16x4 b = {{__float2bfloat16(f.x), __float2bfloat16(f.y), __float2bfloat16(f.z),
+    Quad<__nv_bfloat16> b = {{__float2bfloat16(f.x), __float2bfloat16(f.y), __float2bfloat16(f.z),
                  __float2bfloat16(f.w)}};
-    reinterpret_cast<Bf16x4 *>(dst)[q] = b;
+    reinterpret_cast<Quad<__nv_bfloat16> *>(dst)[q] = b;
   }
   if (blockIdx.x == 0 && quads * 4 + threadIdx.x < n)
     dst[quads * 4 + threadIdx.x] = __float2bfloat16(src[quads * 4 + threadIdx.x]);

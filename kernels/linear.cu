@@ -104,24 +104,21 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
 struct alignas(4) Bf16x2 {
   __nv_bfloat16 v[2];
 };
-struct alignas(16) Bf16x8 {
-  Bf16x2 v[4];
-};
 
 static __global__ void pad_rows16_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src, int n,
                                          int c, int ld) {
   const __nv_bfloat16 zero = __float2bfloat16(0.0f);
   for (int r = blockIdx.x; r < n; r += gridDim.x) {
     const __nv_bfloat16 *s = src + (size_t)r * c;
-    Bf16x8 *d = reinterpret_cast<Bf16x8 *>(dst + (size_t)r * ld);
+    Pack<__nv_bfloat16> *d = reinterpret_cast<Pack<__nv_bfloat16> *>(dst + (size_t)r * ld);
     for (int q = threadIdx.x; q < ld / 8; q += blockDim.x) {
-      Bf16x8 o;
+      Pack<__nv_bfloat16> o;
       for (int i = 0; i < 4; i++) {
         int j = 8 * q + 2 * i;
-        if (c % 2 == 0 && j + 1 < c)
-          o.v[i] = *reinterpret_cast<const Bf16x2 *>(s + j);
-        else
-          o.v[i] = Bf16x2{{j < c ? s[j] : zero, j + 1 < c ? s[j + 1] : zero}};
+        const Bf16x2 two = c % 2 == 0 && j + 1 < c
+                               ? *reinterpret_cast<const Bf16x2 *>(s + j)
+                               : Bf16x2{{j < c ? s[j] : zero, j + 1 < c ? s[j + 1] : zero}};
+        o.v[2 * i] = two.v[0], o.v[2 * i + 1] = two.v[1];
       }
       d[q] = o;
     }

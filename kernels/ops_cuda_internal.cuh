@@ -298,6 +298,27 @@ struct DropoutWalk {
   }
 };
 
+/* keep[i] for elements e + i, i < 4, the first of them word O of its
+ * Philox block: each block drawn once, its words picked by constant
+ * indices (a run-time index, as DropoutWalk's, puts them in local memory). */
+template <int O>
+__device__ inline void quad_keeps_at(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
+  const philox4x32_ctr_t r0 = dropout_block(k.seed, k.step, k.tensor, e / 4);
+  const philox4x32_ctr_t r1 = O > 0 ? dropout_block(k.seed, k.step, k.tensor, e / 4 + 1) : r0;
+  for (int i = 0; i < 4; i++)
+    keep[i] = i + O < 4 ? dropout_keep_in(r0, (uint64_t)(i + O), p)
+                        : dropout_keep_in(r1, (uint64_t)(i + O - 4), p);
+}
+
+__device__ inline void quad_keeps(const DropoutKey &k, float p, uint64_t e, bool keep[4]) {
+  switch (e % 4) {
+  case 0: quad_keeps_at<0>(k, p, e, keep); break;
+  case 1: quad_keeps_at<1>(k, p, e, keep); break;
+  case 2: quad_keeps_at<2>(k, p, e, keep); break;
+  default: quad_keeps_at<3>(k, p, e, keep);
+  }
+}
+
 /* f(j, a[j], b[j]): row_each over two rows (packs when both allow it and
  * their elements are the same size). */
 template <class TA, class TB, class F>
