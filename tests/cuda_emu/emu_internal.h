@@ -14,6 +14,10 @@ void emu_set_error(cudaError_t err);
  * memory", for fault reports. */
 void emu_describe_address(const void *p, char *out, size_t n);
 
+/* The start and size of the device allocation holding p; NULL when p is
+ * not device memory. */
+const void *emu_device_alloc(const void *p, size_t *bytes);
+
 /* Counts for BERTRAIN_EMU_STATS=1 (printed at exit): kernel launches and
  * cuBLAS / cuBLASLt product calls. */
 void emu_count_gemm(void);

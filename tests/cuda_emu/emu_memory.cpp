@@ -77,6 +77,13 @@ void emu_describe_address(const void *p, char *out, size_t n) {
   snprintf(out, n, "not just past a device allocation");
 }
 
+const void *emu_device_alloc(const void *p, size_t *bytes) {
+  auto *a = find_alloc(p);
+  if (!a) return nullptr;
+  *bytes = a->second.bytes;
+  return (const void *)a->first;
+}
+
 extern "C" {
 
 int emu_is_device_range(const void *p, size_t bytes) {

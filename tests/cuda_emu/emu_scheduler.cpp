@@ -13,8 +13,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <map>
+
 #include "cuda_runtime.h"
 #include "emu_internal.h"
+#include "mma.h"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -43,8 +46,17 @@ struct Fiber {
 
 const size_t STACK_BYTES = 64 * 1024;
 const int MAX_THREADS = 1024;
+/* Dynamic shared memory: 48 KiB unless a kernel's maximum is raised, up to
+ * what an H100 block may have. */
+const size_t SHARED_DEFAULT = 48 * 1024, SHARED_MAX = 227 * 1024, SHARED_ALIGN = 128;
 
+/* Each fiber's stack sits above a PROT_NONE page, so an overflow faults. */
 char *g_stacks;
+size_t g_page, g_stack_stride;
+/* The launch's dynamic shared memory ends at g_shared_end, a guard page. */
+char *g_shared, *g_shared_end;
+size_t g_shared_bytes;
+std::map<const void *, size_t> g_shared_limit; /* raised maxima, by kernel address */
 Fiber g_fibers[MAX_THREADS];
 int g_nthreads, g_cur;
 void (*g_body)(void *);
@@ -130,7 +142,7 @@ static void pass_on() {
 static void fiber_init(int t) {
   /* Stacks 64 KiB apart would all map to the same cache sets; a per-thread
    * offset of whole cache lines spreads their tops out. */
-  char *top = g_stacks + (size_t)(t + 1) * STACK_BYTES - (size_t)(t % 64) * 64;
+  char *top = g_stacks + (size_t)(t + 1) * g_stack_stride - (size_t)(t % 64) * 64;
 #if defined(__x86_64__)
   /* emu_switch pops six registers, then returns into fiber_main with the
    * stack as after a call (rsp = 8 mod 16); the zero under it is the
@@ -176,13 +188,28 @@ void emu_kernel_fail(const char *fmt, ...) {
 
 /* A fault inside a kernel (mostly a read or write past the end of an
  * allocation, into its guard page) is reported with the kernel's name. */
+static void describe_fault(const void *p, char *out, size_t n) {
+  uintptr_t a = (uintptr_t)p, shared_end = (uintptr_t)g_shared + g_shared_bytes;
+  uintptr_t stacks = (uintptr_t)g_stacks;
+  if (a >= (uintptr_t)g_shared_end && a < (uintptr_t)g_shared_end + g_page) {
+    snprintf(out, n, "%zu bytes past the end of the launch's %zu bytes of dynamic shared memory",
+             (size_t)(a - shared_end), g_shared_bytes);
+  } else if (a >= stacks && a < stacks + MAX_THREADS * g_stack_stride &&
+             (a - stacks) % g_stack_stride < g_page) {
+    snprintf(out, n, "the fiber stack of thread %zu overflowed: the emulator gives each CUDA "
+             "thread %zu KiB", (size_t)((a - stacks) / g_stack_stride), STACK_BYTES / 1024);
+  } else {
+    emu_describe_address(p, out, n);
+  }
+}
+
 static void on_fault(int sig, siginfo_t *si, void *) {
   if (!g_kernel) {
     signal(sig, SIG_DFL);
     return; /* the fault repeats, now with the default action */
   }
   char where[160];
-  emu_describe_address(si->si_addr, where, sizeof where);
+  describe_fault(si->si_addr, where, sizeof where);
   emu_kernel_fail("memory fault at %p (%s)", si->si_addr, where);
 }
 
@@ -193,18 +220,34 @@ static void print_stats() {
 
 void emu_count_gemm(void) { g_gemms++; }
 
+static void *map_guarded(size_t bytes, const char *what) {
+  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (p == MAP_FAILED) {
+    fprintf(stderr, "cuda emulator: %s: mmap failed\n", what);
+    _exit(1);
+  }
+  return p;
+}
+
+static void guard(char *page, const char *what) {
+  if (mprotect(page, g_page, PROT_NONE) != 0) {
+    fprintf(stderr, "cuda emulator: %s: mprotect failed\n", what);
+    _exit(1);
+  }
+}
+
 static void setup_once() {
   if (g_stacks) return;
   const char *stats = getenv("BERTRAIN_EMU_STATS");
   if (stats && strcmp(stats, "1") == 0) atexit(print_stats);
-  size_t bytes = STACK_BYTES * MAX_THREADS;
-  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
-  if (p == MAP_FAILED) {
-    perror("cuda emulator: fiber stacks");
-    _exit(1);
-  }
-  g_stacks = (char *)p;
+  g_page = (size_t)sysconf(_SC_PAGESIZE);
+  g_stack_stride = STACK_BYTES + g_page;
+  g_stacks = (char *)map_guarded(g_stack_stride * MAX_THREADS, "fiber stacks");
+  for (int t = 0; t < MAX_THREADS; t++) guard(g_stacks + t * g_stack_stride, "fiber stacks");
+  size_t shared = (SHARED_MAX + g_page - 1) / g_page * g_page;
+  g_shared_end = (char *)map_guarded(shared + g_page, "dynamic shared memory") + shared;
+  guard(g_shared_end, "dynamic shared memory");
   static char alt[64 * 1024];
   stack_t ss = {};
   ss.ss_sp = alt;
@@ -231,6 +274,59 @@ void emu::sync_block() {
 }
 
 int emu::lane_id() { return g_cur & (warpSize - 1); }
+
+void *emu::dynamic_shared() {
+  if (!g_kernel) {
+    fprintf(stderr, "cuda emulator: extern __shared__ memory outside a kernel\n");
+    _exit(1);
+  }
+  return g_shared;
+}
+
+/* A wmma load or store: its pointer 32-byte aligned (measured from the
+ * allocation's start, which CUDA aligns to 256 bytes and the emulator only
+ * to 16), ldm a multiple of 16 bytes, all 16 rows inside the memory. */
+static void check_tile(const char *op, const void *p, unsigned ldm, unsigned elem_bytes) {
+  size_t span = ((size_t)15 * ldm + 16) * elem_bytes, bytes = 0;
+  uintptr_t a = (uintptr_t)p, start = a;
+  const char *where = nullptr;
+  if (a >= (uintptr_t)g_shared && a < (uintptr_t)g_shared + g_shared_bytes) {
+    start = (uintptr_t)g_shared, bytes = g_shared_bytes;
+    where = "the launch's dynamic shared memory";
+  } else if (const void *s = emu_device_alloc(p, &bytes)) {
+    start = (uintptr_t)s;
+    where = "its device allocation";
+  }
+  if ((a - start) % 32)
+    emu_kernel_fail("wmma::%s: pointer %p is not 256-bit (32-byte) aligned", op, p);
+  if (ldm * elem_bytes % 16)
+    emu_kernel_fail("wmma::%s: ldm %u is not a multiple of %u elements (16 bytes)", op, ldm,
+                    16 / elem_bytes);
+  if (where && span > start + bytes - a)
+    emu_kernel_fail("wmma::%s: the 16x16 tile at %p (ldm %u) spans %zu bytes, %zu past the end "
+                    "of %s", op, p, ldm, span, (size_t)(a + span - start - bytes), where);
+}
+
+void emu::wmma_enter(const char *op, const void *p, unsigned ldm, unsigned elem_bytes, int layout) {
+  if (!g_kernel) {
+    fprintf(stderr, "cuda emulator: wmma::%s outside a kernel\n", op);
+    _exit(1);
+  }
+  int lane = g_cur & (warpSize - 1), first = g_cur - lane;
+  if (first + warpSize > g_nthreads)
+    emu_kernel_fail("wmma::%s in a warp of %d threads: it needs all 32", op, g_nthreads - first);
+  if (elem_bytes) check_tile(op, p, ldm, elem_bytes);
+  /* Every lane must make the same call with the same arguments: compared
+   * through a butterfly, which also reaches any lane that has exited. */
+  uint64_t token = 1469598103934665603ull;
+  for (const char *c = op; *c; c++) token = (token ^ (unsigned char)*c) * 1099511628211ull;
+  token = (token ^ (uintptr_t)p) * 1099511628211ull;
+  token = (token ^ ((uint64_t)ldm << 8 | (unsigned)layout)) * 1099511628211ull;
+  for (int o = warpSize / 2; o > 0; o >>= 1)
+    if (shuffle(0xffffffffu, token, lane ^ o, warpSize) != token)
+      emu_kernel_fail("wmma::%s: lane %d is not at the same wmma call with the same pointer, ldm "
+                      "and layout (every lane of the warp must be)", op, lane ^ o);
+}
 
 uint64_t emu::shuffle(unsigned mask, uint64_t bits, int src_lane, int width) {
   if (width <= 0 || width > warpSize || (width & (width - 1)))
@@ -330,11 +426,24 @@ static const char *bad_config(const emu::LaunchConfig &c) {
   if (b.x > 1024 || b.y > 1024 || b.z > 64 || (size_t)b.x * b.y * b.z > 1024)
     return "more than 1024 threads per block";
   if (g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) return "grid beyond 2^31-1 x 65535 x 65535";
-  if (c.shared_bytes) return "dynamic shared memory (not emulated)";
   return nullptr;
 }
 
-void emu::run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void *), void *ctx) {
+static size_t shared_limit(const void *key) {
+  auto it = g_shared_limit.find(key);
+  return it == g_shared_limit.end() ? SHARED_DEFAULT : it->second;
+}
+
+extern "C" cudaError_t emu_func_set_attribute(const void *func, cudaFuncAttribute attr, int value) {
+  if (!func || attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      (size_t)value > SHARED_MAX)
+    return cudaErrorInvalidValue;
+  g_shared_limit[func] = (size_t)value;
+  return cudaSuccess;
+}
+
+void emu::run_grid(const char *kernel, const void *key, const LaunchConfig &c,
+                   void (*body)(void *), void *ctx) {
   setup_once();
   if (const char *why = bad_config(c)) {
     fprintf(stderr, "cuda emulator: launch of %s refused: %s (grid %u,%u,%u block %u,%u,%u)\n",
@@ -342,6 +451,17 @@ void emu::run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void 
     emu_set_error(cudaErrorInvalidConfiguration);
     return;
   }
+  size_t limit = shared_limit(key);
+  if (c.shared_bytes > limit) {
+    fprintf(stderr, "cuda emulator: launch of %s refused: %zu bytes of dynamic shared memory, "
+            "above its maximum of %zu (cudaFuncAttributeMaxDynamicSharedMemorySize%s)\n",
+            kernel, c.shared_bytes, limit,
+            limit == SHARED_DEFAULT ? " was not raised" : "");
+    emu_set_error(cudaErrorInvalidValue);
+    return;
+  }
+  g_shared_bytes = c.shared_bytes;
+  g_shared = g_shared_end - (g_shared_bytes + SHARED_ALIGN - 1) / SHARED_ALIGN * SHARED_ALIGN;
   g_launches++;
   g_kernel = kernel;
   g_body = body;
@@ -358,6 +478,7 @@ void emu::run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void 
     for (unsigned y = 0; y < c.grid.y; y++)
       for (unsigned x = 0; x < c.grid.x; x++) {
         blockIdx.x = x, blockIdx.y = y, blockIdx.z = z;
+        memset(g_shared, 0xff, g_shared_bytes);
         run_block();
       }
   g_kernel = nullptr;

@@ -10,7 +10,13 @@
 #include <unistd.h>
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
+
+#include <type_traits>
+
+using namespace nvcuda;
 
 static int g_failed, g_passed;
 
@@ -94,6 +100,154 @@ static void test_ballot(void) {
   cudaFree(least);
 }
 
+/* Reverses n floats per block through dynamic shared memory; flags[block]
+ * says whether the word past them was fresh (0xff bytes, NaN as a float)
+ * and the memory 16-byte aligned. Copy is there for two kernels. */
+template <int Copy>
+static __global__ void dyn_smem_kernel(float *out, const float *in, int n, unsigned *flags) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float *buf = reinterpret_cast<float *>(smem);
+  if (threadIdx.x == 0) {
+    unsigned bits;
+    memcpy(&bits, &buf[n], sizeof bits);
+    flags[blockIdx.x] = bits == 0xffffffffu && (size_t)smem % 16 == 0;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = in[blockIdx.x * n + i];
+  if (threadIdx.x == 0) buf[n] = 0.0f; /* the next block must not see it */
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[blockIdx.x * n + i] = buf[n - 1 - i];
+}
+
+static void test_dynamic_shared(void) {
+  const int n = 16384, blocks = 2;
+  const size_t bytes = (n + 1) * sizeof(float); /* above 48 KiB */
+  float *h = (float *)malloc(2 * blocks * n * sizeof(float)), *got = h + blocks * n, *in, *out;
+  unsigned flags[blocks], *dflags;
+  for (int i = 0; i < blocks * n; i++) h[i] = (float)(i % 1000);
+  cudaMalloc((void **)&in, blocks * n * sizeof(float));
+  cudaMalloc((void **)&out, blocks * n * sizeof(float));
+  cudaMalloc((void **)&dflags, sizeof flags);
+  cudaMemcpy(in, h, blocks * n * sizeof(float), cudaMemcpyHostToDevice);
+  int ok = cudaFuncSetAttribute(dyn_smem_kernel<0>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)bytes) == cudaSuccess;
+  dyn_smem_kernel<0><<<blocks, 256, bytes, 0>>>(out, in, n, dflags);
+  ok &= cudaGetLastError() == cudaSuccess;
+  cudaMemcpy(got, out, blocks * n * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaMemcpy(flags, dflags, sizeof flags, cudaMemcpyDeviceToHost);
+  for (int b = 0; b < blocks; b++) {
+    ok &= flags[b] == 1;
+    for (int i = 0; i < n; i++) ok &= got[b * n + i] == h[b * n + n - 1 - i];
+  }
+  check(ok, "64 KiB of dynamic shared memory, its maximum raised");
+  dyn_smem_kernel<1><<<blocks, 256, bytes>>>(out, in, n, dflags);
+  check(cudaGetLastError() == cudaErrorInvalidValue,
+        "the same launch, its maximum not raised, is refused");
+  dyn_smem_kernel<0><<<blocks, 256, bytes + 16>>>(out, in, n, dflags);
+  check(cudaGetLastError() == cudaErrorInvalidValue,
+        "a launch above the raised maximum is refused");
+  check(cudaFuncSetAttribute(dyn_smem_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             227 * 1024 + 1) == cudaErrorInvalidValue,
+        "a maximum above 227 KiB is refused");
+  cudaFree(in);
+  cudaFree(out);
+  cudaFree(dflags);
+  free(h);
+}
+
+/* c = 0.5 * c0 + a * b for a 32x48 a and a 48x32 b, bf16 in, float out;
+ * a 16x16 tile of c per warp, b staged through dynamic shared memory. */
+
+template <class LA, class LB>
+static __global__ void wmma_kernel(float *c, const __nv_bfloat16 *a, const __nv_bfloat16 *b,
+                                   const float *c0, unsigned lda, unsigned ldb, unsigned ldc,
+                                   wmma::layout_t lc) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16 *sb = reinterpret_cast<__nv_bfloat16 *>(smem);
+  for (unsigned i = threadIdx.x; i < 48 * 32; i += blockDim.x) sb[i] = b[i];
+  __syncthreads();
+  unsigned warp = threadIdx.x / 32, m0 = warp / 2 * 16, n0 = warp % 2 * 16;
+  const bool a_col = std::is_same<LA, wmma::col_major>::value;
+  const bool b_col = std::is_same<LB, wmma::col_major>::value;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LA> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LB> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  size_t at = lc == wmma::mem_col_major ? n0 * ldc + m0 : m0 * ldc + n0;
+  wmma::load_matrix_sync(acc, c0 + at, ldc, lc);
+  for (int i = 0; i < acc.num_elements; i++) acc.x[i] *= 0.5f;
+  for (unsigned k0 = 0; k0 < 48; k0 += 16) {
+    wmma::load_matrix_sync(fa, a + (a_col ? k0 * lda + m0 : m0 * lda + k0), lda);
+    wmma::load_matrix_sync(fb, sb + (b_col ? n0 * ldb + k0 : k0 * ldb + n0), ldb);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  wmma::store_matrix_sync(c + at, acc, ldc, lc);
+}
+
+struct WmmaCase {
+  __nv_bfloat16 *a, *b;
+  float *c, *c0;
+};
+
+static WmmaCase wmma_setup(void) {
+  WmmaCase w;
+  cudaMalloc((void **)&w.a, 32 * 48 * sizeof(__nv_bfloat16));
+  cudaMalloc((void **)&w.b, 48 * 32 * sizeof(__nv_bfloat16));
+  cudaMalloc((void **)&w.c, 32 * 32 * sizeof(float));
+  cudaMalloc((void **)&w.c0, 32 * 32 * sizeof(float));
+  return w;
+}
+
+/* Small multiples of 1/4: exact in bf16, and every sum exact in float. */
+static float wmma_a(int i, int k) { return (float)((i * 3 + k * 5) % 7 - 3) * 0.25f; }
+static float wmma_b(int k, int n) { return (float)((k * 2 + n * 7) % 9 - 4) * 0.25f; }
+static float wmma_c0(int i, int n) { return (float)((i + n) % 5); }
+
+/* a and b row-major or column-major, c row- or column-major, as the flags say. */
+static int wmma_run(int a_col, int b_col, int c_col) {
+  WmmaCase w = wmma_setup();
+  __nv_bfloat16 ha[32 * 48], hb[48 * 32];
+  float hc0[32 * 32], hc[32 * 32];
+  unsigned lda = a_col ? 32 : 48, ldb = b_col ? 48 : 32, ldc = 32;
+  for (int i = 0; i < 32; i++)
+    for (int k = 0; k < 48; k++)
+      ha[a_col ? k * lda + i : i * lda + k] = __float2bfloat16(wmma_a(i, k));
+  for (int k = 0; k < 48; k++)
+    for (int n = 0; n < 32; n++)
+      hb[b_col ? n * ldb + k : k * ldb + n] = __float2bfloat16(wmma_b(k, n));
+  for (int i = 0; i < 32; i++)
+    for (int n = 0; n < 32; n++) hc0[c_col ? n * ldc + i : i * ldc + n] = wmma_c0(i, n);
+  cudaMemcpy(w.a, ha, sizeof ha, cudaMemcpyHostToDevice);
+  cudaMemcpy(w.b, hb, sizeof hb, cudaMemcpyHostToDevice);
+  cudaMemcpy(w.c0, hc0, sizeof hc0, cudaMemcpyHostToDevice);
+  wmma::layout_t lc = c_col ? wmma::mem_col_major : wmma::mem_row_major;
+  if (!a_col && b_col)
+    wmma_kernel<wmma::row_major, wmma::col_major>
+        <<<1, 128, sizeof hb>>>(w.c, w.a, w.b, w.c0, lda, ldb, ldc, lc);
+  else if (a_col && !b_col)
+    wmma_kernel<wmma::col_major, wmma::row_major>
+        <<<1, 128, sizeof hb>>>(w.c, w.a, w.b, w.c0, lda, ldb, ldc, lc);
+  else
+    return 0;
+  int ok = cudaGetLastError() == cudaSuccess;
+  cudaMemcpy(hc, w.c, sizeof hc, cudaMemcpyDeviceToHost);
+  for (int i = 0; i < 32; i++)
+    for (int n = 0; n < 32; n++) {
+      float want = 0.5f * wmma_c0(i, n);
+      for (int k = 0; k < 48; k++) want += wmma_a(i, k) * wmma_b(k, n);
+      ok &= hc[c_col ? n * ldc + i : i * ldc + n] == want;
+    }
+  cudaFree(w.a);
+  cudaFree(w.b);
+  cudaFree(w.c);
+  cudaFree(w.c0);
+  return ok;
+}
+
+static void test_wmma(void) {
+  check(wmma_run(0, 1, 0), "wmma 32x48 by 48x32: a row-, b column-, c row-major");
+  check(wmma_run(1, 0, 1), "wmma 32x48 by 48x32: a column-, b row-, c column-major");
+}
+
 static void test_refusals(void) {
   float *d;
   cudaMalloc((void **)&d, 64 * sizeof(float));
@@ -132,6 +286,61 @@ static __global__ void divergent_sync_kernel(float *x) {
 static __global__ void exited_lane_kernel(float *x) {
   if (threadIdx.x == 3) return;
   x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+static __global__ void shared_overrun_kernel(int n) {
+  extern __shared__ float buf[];
+  buf[threadIdx.x + n] = 1.0f;
+}
+
+static void shared_overrun(void) { shared_overrun_kernel<<<1, 32, 1000>>>(250); }
+
+static void wmma_misaligned(void) {
+  WmmaCase w = wmma_setup();
+  wmma_kernel<wmma::row_major, wmma::col_major>
+      <<<1, 128, 48 * 32 * 2>>>(w.c, w.a + 8, w.b, w.c0, 48, 48, 32, wmma::mem_row_major);
+}
+
+static void wmma_bad_ldm(void) {
+  WmmaCase w = wmma_setup();
+  wmma_kernel<wmma::row_major, wmma::col_major>
+      <<<1, 128, 48 * 32 * 2>>>(w.c, w.a, w.b, w.c0, 20, 48, 32, wmma::mem_row_major);
+}
+
+static void wmma_tile_overrun(void) {
+  WmmaCase w = wmma_setup();
+  wmma_kernel<wmma::row_major, wmma::col_major>
+      <<<1, 128, 48 * 32 * 2>>>(w.c, w.a, w.b, w.c0, 56, 48, 32, wmma::mem_row_major);
+}
+
+/* Lane 5 leaves (or passes another pointer) where the warp loads a tile. */
+static __global__ void wmma_lane_kernel(const __nv_bfloat16 *a, int exits) {
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> f;
+  if (threadIdx.x == 5 && exits) return;
+  wmma::load_matrix_sync(f, a + (threadIdx.x == 5 ? 16 : 0), 32);
+}
+
+static void wmma_lane_exits(void) {
+  WmmaCase w = wmma_setup();
+  wmma_lane_kernel<<<1, 32>>>(w.a, 1);
+}
+
+static void wmma_lane_differs(void) {
+  WmmaCase w = wmma_setup();
+  wmma_lane_kernel<<<1, 32>>>(w.a, 0);
+}
+
+/* Fills a local array from its top down, as a deep stack would. */
+static __global__ void deep_stack_kernel(float *x, int n) {
+  volatile char big[80 * 1024];
+  for (int i = (int)sizeof big - 1; i >= 0; i--) big[i] = (char)(i + n);
+  x[threadIdx.x] = big[n];
+}
+
+static void deep_stack(void) {
+  float *x;
+  cudaMalloc((void **)&x, 32 * sizeof(float));
+  deep_stack_kernel<<<1, 32>>>(x, 3);
 }
 
 static void overrun(void) {
@@ -179,6 +388,8 @@ static void expect_report(const char *what, void (*fn)(void), const char *want) 
 int main(void) {
   test_block_sum();
   test_ballot();
+  test_dynamic_shared();
+  test_wmma();
   test_refusals();
   expect_report("a write past an allocation is reported", overrun,
                 "0 bytes past the end of a 400-byte allocation");
@@ -186,6 +397,20 @@ int main(void) {
                 "divergent barrier");
   expect_report("a shuffle reading an exited lane is reported", exited_lane,
                 "shuffle reads lane 3, which has exited");
+  expect_report("a write past dynamic shared memory is reported", shared_overrun,
+                "24 bytes past the end of the launch's 1000 bytes of dynamic shared memory");
+  expect_report("a wmma tile 16 bytes off 32-byte alignment is reported", wmma_misaligned,
+                "is not 256-bit (32-byte) aligned");
+  expect_report("a wmma load with ldm 20 bf16 is reported", wmma_bad_ldm,
+                "ldm 20 is not a multiple of 8 elements");
+  expect_report("a wmma tile past its allocation is reported", wmma_tile_overrun,
+                "past the end of its device allocation");
+  expect_report("a lane leaving before a wmma load is reported", wmma_lane_exits,
+                "shuffle reads lane 5, which has exited");
+  expect_report("a lane passing another wmma pointer is reported", wmma_lane_differs,
+                "is not at the same wmma call with the same pointer");
+  expect_report("a CUDA thread overflowing its fiber stack is reported", deep_stack,
+                "fiber stack of thread 0 overflowed");
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

@@ -3,9 +3,13 @@
     kernel<<<grid, block[, shared, stream]>>>(args);
 becomes
     emu::launch("kernel", emu::config(grid, block[, ...]), kernel, args);
-and "#pragma unroll" lines (a hint for nvcc that the host compiler warns
-about) are emptied; nothing else changes (line numbers stay, and a #line
-directive points compiler messages at the original file).
+"#pragma unroll" lines (a hint for nvcc that the host compiler warns
+about) are emptied, and dynamic shared memory
+    extern __shared__ [__align__(N)] T name[];
+becomes, in a function, T *name = (T *)emu::dynamic_shared(); and at file
+scope a #define of name as that expression; nothing else changes (line
+numbers stay, and a #line directive points compiler messages at the
+original file).
 
 usage: translate.py IN.cu OUT.cpp"""
 import re
@@ -28,10 +32,66 @@ def closing(text, i, open_ch, close_ch):
 
 
 UNROLL = re.compile(r"^[ \t]*#pragma unroll\b.*$", re.M)
+EXTERN_SHARED = re.compile(r"\bextern\s+__shared__\s+([^;{}()]*(?:\([^;{}()]*\)[^;{}()]*)*?)"
+                           r"\b([A-Za-z_]\w*)\s*\[\s*\]\s*;")
+ALIGN = re.compile(r"__align__\s*\([^()]*\)")
+SKIP = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+
+
+NAMESPACE = re.compile(r'(?:\bnamespace\s*[\w:]*|\bextern\s*"C")\s*$')
+
+
+def in_function(text, end):
+    """Whether text[end] is inside a function body (not at namespace scope),
+    or None when it is inside a comment or literal."""
+    opened, pos = [], 0
+    while pos < end:
+        m = SKIP.search(text, pos)
+        stop = min(m.start(), end) if m else end
+        for i in range(pos, stop):
+            if text[i] == "{":
+                opened.append(i)
+            elif text[i] == "}" and opened:
+                opened.pop()
+        if m and m.start() < end < m.end():
+            return None
+        pos = m.end() if m and m.start() < end else end
+    return any(not NAMESPACE.search(text, 0, i) for i in opened)
+
+
+def dynamic_shared(text, path):
+    out, pos = [], 0
+    for m in EXTERN_SHARED.finditer(text):
+        inside = in_function(text, m.start())
+        if inside is None:
+            continue
+        ctype = ALIGN.sub("", m.group(1)).strip()
+        name = m.group(2)
+        line = text.count("\n", 0, m.start()) + 1
+        if not ctype:
+            raise SystemExit("translate.py: %s:%d: an extern __shared__ I cannot read"
+                             % (path, line))
+        expr = "(%s *)emu::dynamic_shared()" % ctype
+        newlines = "\n" * m.group(0).count("\n")
+        out.append(text[pos:m.start()])
+        if inside:
+            out.append("%s *%s = %s;%s" % (ctype, name, expr, newlines))
+        else:
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            line_end = text.find("\n", m.end())
+            rest = text[m.end():line_end if line_end >= 0 else len(text)].strip()
+            if text[line_start:m.start()].strip() or (rest and not rest.startswith("//")):
+                raise SystemExit("translate.py: %s:%d: a file-scope extern __shared__ must "
+                                 "have its line to itself" % (path, line))
+            out.append("#define %s (%s)%s" % (name, expr, newlines))
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def translate(text, path):
     text = UNROLL.sub("", text)
+    text = dynamic_shared(text, path)
     out, pos = [], 0
     while True:
         start = text.find("<<<", pos)

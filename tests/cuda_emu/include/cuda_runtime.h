@@ -36,6 +36,10 @@ typedef enum cudaDeviceAttr {
   cudaDevAttrComputeCapabilityMinor = 76,
 } cudaDeviceAttr;
 
+typedef enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+} cudaFuncAttribute;
+
 /* Only the fields kernels/ reads. */
 typedef struct cudaDeviceProp {
   char name[256];
@@ -81,6 +85,9 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
 
+/* Emulator only: cudaFuncSetAttribute for the kernel at address func. */
+cudaError_t emu_func_set_attribute(const void *func, cudaFuncAttribute attr, int value);
+
 /* Emulator only: 1 when [p, p + bytes) lies inside one live device
  * allocation. */
 int emu_is_device_range(const void *p, size_t bytes);
@@ -88,6 +95,13 @@ int emu_is_device_range(const void *p, size_t bytes);
 #ifdef __cplusplus
 }
 #include "emu_device.h"
+
+/* A kernel's maximum dynamic shared memory (48 KiB unless raised here, up
+ * to the 227 KiB an H100 block can have). */
+template <class F>
+cudaError_t cudaFuncSetAttribute(F *func, cudaFuncAttribute attr, int value) {
+  return emu_func_set_attribute(reinterpret_cast<const void *>(func), attr, value);
+}
 #endif
 
 #endif

@@ -19,6 +19,7 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 /* Shared memory is one object per kernel; blocks run one after another. */
 #define __shared__ static
 
@@ -53,14 +54,22 @@ inline LaunchConfig config(dim3 grid, dim3 block, size_t shared_bytes = 0,
   return LaunchConfig{grid, block, shared_bytes, stream};
 }
 
-/* Runs body(ctx) as every thread of every block of the grid. */
-void run_grid(const char *kernel, const LaunchConfig &c, void (*body)(void *), void *ctx);
+/* Runs body(ctx) as every thread of every block of the grid; key is the
+ * kernel's address (what cudaFuncSetAttribute was given). */
+void run_grid(const char *kernel, const void *key, const LaunchConfig &c, void (*body)(void *),
+              void *ctx);
 
 template <class Kernel, class... Args>
 void launch(const char *name, const LaunchConfig &c, Kernel kernel, Args... args) {
   auto call = [&]() { kernel(args...); };
-  run_grid(name, c, [](void *p) { (*static_cast<decltype(call) *>(p))(); }, &call);
+  run_grid(name, reinterpret_cast<const void *>(kernel), c,
+           [](void *p) { (*static_cast<decltype(call) *>(p))(); }, &call);
 }
+
+/* The launch's dynamic shared memory (translate.py rewrites
+ * `extern __shared__ T name[];` into a pointer to it): 128-byte aligned,
+ * 0xff bytes at the start of each block, a guard page just past its end. */
+void *dynamic_shared();
 
 /* Waits until every live thread of the block is here. */
 void sync_block();
