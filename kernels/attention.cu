@@ -247,9 +247,13 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
                    int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                    DropoutKey key) {
   ops_check_attn("attn_fwd", ld, B, S, nh, hd, p);
-  act_bf16("attn_fwd", {ctx, probs, q, k, v}); /* one kind, or die */
+  const bool acts16 = act_bf16("attn_fwd", {ctx, probs, q, k, v}); /* one kind, or die */
   WRITES(ctx, (size_t)B * S * nh * hd);
   WRITES(probs, (size_t)B * nh * S * S);
+  if (attn_fused_fits(acts16, q, ld, S, nh, hd, {ctx, probs, q, k, v})) {
+    attn_fused_fwd_launch(ctx, probs, q, k, v, ld, mask, B, S, nh, hd, p, key);
+    return;
+  }
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;
@@ -303,10 +307,14 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key) {
   ops_check_attn("attn_bwd", ld, B, S, nh, hd, p);
-  act_bf16("attn_bwd", {dq, dk, dv, dctx, probs, q, k, v}); /* one kind, or die */
+  const bool acts16 = act_bf16("attn_bwd", {dq, dk, dv, dctx, probs, q, k, v}); /* one kind */
   WRITES(dq, (size_t)B * S * ld);
   WRITES(dk, (size_t)B * S * ld);
   WRITES(dv, (size_t)B * S * ld);
+  if (attn_fused_fits(acts16, q, ld, S, nh, hd, {dq, dk, dv, dctx, probs, q, k, v})) {
+    attn_fused_bwd_launch(dq, dk, dv, dctx, probs, q, k, v, ld, B, S, nh, hd, p, key);
+    return;
+  }
   const float scale = 1.0f / sqrtf((float)hd);
   const int H = nh * hd;
   const long long SS = (long long)S * S, sQ = (long long)S * ld, sP = nh * SS, sC = (long long)S * H;

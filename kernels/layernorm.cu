@@ -81,15 +81,34 @@ template <class T, int P> struct RowRegs {
 /* Whether pack i of the lane lies in a row of np packs. */
 __device__ inline bool lane_has(int i, int np) { return (int)(threadIdx.x % 32) + 32 * i < np; }
 
+/* A lane's packs of a row as loaded (bf16: half the registers of
+ * RowRegs), for a row fetched while another is worked on. */
+template <class T, int P> struct RawRow {
+  Pack<T> p[P];
+};
+
 template <class T, int P>
-__device__ inline void load_row(RowRegs<T, P> &x, const T *row, int np) {
+__device__ inline void fetch_row(RawRow<T, P> &x, const T *row, int np) {
 #pragma unroll
   for (int i = 0; i < P; i++) {
-    Pack<T> p = {};
-    if (lane_has(i, np)) p = reinterpret_cast<const Pack<T> *>(row)[threadIdx.x % 32 + 32 * i];
-#pragma unroll
-    for (int k = 0; k < pack_len<T>(); k++) x.v[i][k] = ldf(&p.v[k]);
+    x.p[i] = Pack<T>{};
+    if (lane_has(i, np)) x.p[i] = reinterpret_cast<const Pack<T> *>(row)[threadIdx.x % 32 + 32 * i];
   }
+}
+
+template <class T, int P>
+__device__ inline void unpack_row(RowRegs<T, P> &x, const RawRow<T, P> &raw) {
+#pragma unroll
+  for (int i = 0; i < P; i++)
+#pragma unroll
+    for (int k = 0; k < pack_len<T>(); k++) x.v[i][k] = ldf(&raw.p[i].v[k]);
+}
+
+template <class T, int P>
+__device__ inline void load_row(RowRegs<T, P> &x, const T *row, int np) {
+  RawRow<T, P> raw;
+  fetch_row(raw, row, np);
+  unpack_row(x, raw);
 }
 
 /* o[k] = params[j] for the elements j of pack q of a row of T (fp32
@@ -171,17 +190,17 @@ static __global__ void residual_ln_regs(T *out, T *sum, float *mean, float *rstd
   RowRegs<T, P> yr, rr;
   load_row(yr, y + base, np);
   load_row(rr, res + base, np);
-  DropoutWalk walk;
-  walk.key = k, walk.p = p;
 #pragma unroll
   for (int i = 0; i < P; i++) {
     if (!lane_has(i, np)) continue;
     const int q = threadIdx.x % 32 + 32 * i;
     Pack<T> ps;
+    bool keep[pack_len<T>()];
+    pack_keeps(k, p, k.elem_offset + base + q * N, keep);
 #pragma unroll
     for (int e = 0; e < N; e++) {
       float v = yr.v[i][e];
-      if (p > 0.0f) v = walk.keep(k.elem_offset + base + q * N + e) ? __fmul_rn(v, s) : 0.0f;
+      if (p > 0.0f) v = keep[e] ? __fmul_rn(v, s) : 0.0f;
       store_as(&ps.v[e], __fadd_rn(v, rr.v[i][e]));
       yr.v[i][e] = ldf(&ps.v[e]);
     }
@@ -309,21 +328,18 @@ __device__ static void ln_dx_row(T *dx, T *dbranch, RowRegs<T, P> &g, const RowR
     }
   }
   const float a = (float)(warp_sum(s1) / c), b = (float)(warp_sum(s2) / c);
-  DropoutWalk walk;
-  walk.key = bd.key, walk.p = bd.p;
 #pragma unroll
   for (int i = 0; i < P; i++) {
     if (!lane_has(i, np)) continue;
     const int q = threadIdx.x % 32 + 32 * i;
     Pack<T> pd, pb;
+    bool keep[pack_len<T>()];
+    if (dbranch) pack_keeps(bd.key, bd.p, bd.key.elem_offset + r * c + q * N, keep);
 #pragma unroll
     for (int k = 0; k < N; k++) {
       const float d = rs * (g.v[i][k] - a - ((xr.v[i][k] - m) * rs) * b);
       store_as(&pd.v[k], d);
-      if (dbranch)
-        store_as(&pb.v[k], bd.p == 0.0f                                           ? d
-                           : walk.keep(bd.key.elem_offset + r * c + q * N + k) ? __fmul_rn(d, bd.s)
-                                                                                : 0.0f);
+      if (dbranch) store_as(&pb.v[k], bd.p == 0.0f ? d : keep[k] ? __fmul_rn(d, bd.s) : 0.0f);
     }
     reinterpret_cast<Pack<T> *>(dx + r * c)[q] = pd;
     if (dbranch) reinterpret_cast<Pack<T> *>(dbranch + r * c)[q] = pb;
@@ -401,11 +417,23 @@ static __global__ void ln_dx_cols(T *dx, T *dbranch, double *pg, double *pb, con
   const size_t r0 = blockIdx.x * (size_t)ROW_CHUNK + threadIdx.x / 32 * WARP_ROWS;
   const size_t r1 = r0 + WARP_ROWS < n ? r0 + WARP_ROWS : n;
   ColSums<T, P> acc = {};
+  /* row r + 1 is fetched while row r is worked on: a warp's rows are one
+   * chain, and the loads would otherwise wait for each row's work */
+  RawRow<T, P> gn, xn;
+  float mn = 0.0f, rn = 0.0f;
+  if (r0 < r1) {
+    fetch_row(gn, dy + r0 * c, np), fetch_row(xn, x + r0 * c, np);
+    mn = mean[r0], rn = rstd[r0];
+  }
   for (size_t r = r0; r < r1; r++) {
     RowRegs<T, P> g, xr;
-    load_row(g, dy + r * c, np);
-    load_row(xr, x + r * c, np);
-    ln_dx_row(dx, dbranch, g, xr, mean[r], rstd[r], gamma, c, bd, r,
+    unpack_row(g, gn), unpack_row(xr, xn);
+    const float m = mn, rs = rn;
+    if (r + 1 < r1) {
+      fetch_row(gn, dy + (r + 1) * c, np), fetch_row(xn, x + (r + 1) * c, np);
+      mn = mean[r + 1], rn = rstd[r + 1];
+    }
+    ln_dx_row(dx, dbranch, g, xr, m, rs, gamma, c, bd, r,
               [&](int i, int k, float d, float xh) {
                 acc.g[i][k] += d * xh;
                 acc.b[i][k] += d;

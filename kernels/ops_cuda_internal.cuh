@@ -319,6 +319,18 @@ __device__ inline void quad_keeps(const DropoutKey &k, float p, uint64_t e, bool
   }
 }
 
+/* keep[i] for the N elements from e on (N a multiple of 4; all kept at p =
+ * 0): a Philox block at most twice per quad, words at constant indices. */
+template <int N>
+__device__ inline void pack_keeps(const DropoutKey &k, float p, uint64_t e, bool (&keep)[N]) {
+  static_assert(N % 4 == 0, "whole quads");
+  if (p == 0.0f) {
+    for (int i = 0; i < N; i++) keep[i] = true;
+    return;
+  }
+  for (int i = 0; i < N; i += 4) quad_keeps(k, p, e + i, keep + i);
+}
+
 /* f(j, a[j], b[j]): row_each over two rows (packs when both allow it and
  * their elements are the same size). */
 template <class TA, class TB, class F>
@@ -402,6 +414,19 @@ template <class F> void by_act(const char *op, std::initializer_list<const void 
   if (act_bf16(op, acts)) f(__nv_bfloat16{});
   else f(float{});
 }
+
+/* attention_fused.cu: attention in one kernel each way, for bf16
+ * activations at the shapes it takes (attn_fused_fits: bufs are the
+ * activation arguments, which must be 16-byte aligned); arguments as
+ * Ops.attn_fwd / attn_bwd. */
+bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int nh, int hd,
+                     std::initializer_list<const void *> bufs);
+void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
+                           const float *v, int ld, const int32_t *mask, int B, int S, int nh,
+                           int hd, float p, DropoutKey key);
+void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
+                           const float *probs, const float *q, const float *k, const float *v,
+                           int ld, int B, int S, int nh, int hd, float p, DropoutKey key);
 
 /* The ops (signatures as in ops.h). */
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,

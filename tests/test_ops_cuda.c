@@ -575,13 +575,27 @@ static void test_dropout(int bwd, int in_place, float p, int quads) {
 /* ---- attention ---- */
 
 /* fused: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
- * padding mask and dropout; otherwise separate buffers, no mask, no dropout. */
-static void test_attention(int b, int s, int fused) {
-  const int ld = fused ? 3 * H : H;
+ * padding mask and dropout; otherwise separate buffers, no mask, no dropout.
+ * nh heads of hd (hidden nh hd): with bf16, S a multiple of 32 up to 128 and
+ * hd 32 or 64, the GPU takes its one-kernel path (attention_fused.cu). */
+static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
+  const int hid = nh * hd, ld = fused ? 3 * hid : hid;
   const float p = fused ? 0.1f : 0.0f;
-  const size_t ntok = (size_t)b * s, nqkv = ntok * ld, np = (size_t)b * NH * s * s;
+  const size_t ntok = (size_t)b * s, nqkv = ntok * ld, np = (size_t)b * nh * s * s;
   float *q = rnd(nqkv, -1, 1), *kk = rnd(nqkv, -1, 1), *v = rnd(nqkv, -1, 1);
-  float *dctx = rnd(ntok * H, -1, 1), *dq0 = rnd(nqkv, -1, 1);
+  float *dctx = rnd(ntok * hid, -1, 1), *dq0 = rnd(nqkv, -1, 1);
+  /* V's rows share a large part (an offset per column), so that a row of dP
+   * = dC V^T has a large common part, which the softmax backward's
+   * rowsum(P dP) must take out: with zero-mean V that term is small, and a
+   * wrong one would pass unseen */
+  float *vv = fused ? q : v;
+  const int v0 = fused ? 2 * hid : 0;
+  for (size_t t = 0; t < ntok; t++)
+    for (int c = 0; c < hid; c++) {
+      float *e = &vv[t * ld + v0 + c];
+      *e += 1.0f + 0.25f * (float)(c % 4);
+      if (g_round16) *e = round_bf16(*e);
+    }
   int32_t *mask = xmalloc(ntok * sizeof *mask);
   for (int i = 0; i < b; i++) /* sample i keeps its first s - 2 - 5i positions */
     for (int j = 0; j < s; j++) mask[(size_t)i * s + j] = j < s - 2 - 5 * i;
@@ -591,31 +605,32 @@ static void test_attention(int b, int s, int fused) {
   float *ctx[3], *probs[3], *dq[3], *dk[3], *dv[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
-    float *dctx_out = putA(o, NULL, ntok * H), *dprobs = putA(o, NULL, np);
+    float *dctx_out = putA(o, NULL, ntok * hid), *dprobs = putA(o, NULL, np);
     float *qkv = fused ? putA(o, q, nqkv) : NULL;
-    const float *dqd = fused ? qkv : putA(o, q, nqkv), *dkd = fused ? qkv + H : putA(o, kk, nqkv);
-    const float *dvd = fused ? qkv + 2 * H : putA(o, v, nqkv);
+    const float *dqd = fused ? qkv : putA(o, q, nqkv), *dkd = fused ? qkv + hid : putA(o, kk, nqkv);
+    const float *dvd = fused ? qkv + 2 * hid : putA(o, v, nqkv);
     o->attn_fwd(dctx_out, dprobs, dqd, dkd, dvd, ld, fused ? put_ids(o, mask, ntok) : NULL, b, s,
-                NH, HD, p, key);
-    ctx[k] = get(o, dctx_out, ntok * H);
+                nh, hd, p, key);
+    ctx[k] = get(o, dctx_out, ntok * hid);
     probs[k] = get(o, dprobs, np);
     /* the backward on the CPU's probabilities; gradients pre-filled, as
      * they must be overwritten */
     o->to_device(dprobs, probs[0], np * sizeof(float));
     float *g1 = putA(o, dq0, nqkv), *g2 = fused ? g1 : putA(o, dq0, nqkv);
     float *g3 = fused ? g1 : putA(o, dq0, nqkv);
-    float *gq = g1, *gk = fused ? g1 + H : g2, *gv = fused ? g1 + 2 * H : g3;
-    o->attn_bwd(gq, gk, gv, putA(o, dctx, ntok * H), dprobs, dqd, dkd, dvd, ld, b, s, NH, HD, p,
+    float *gq = g1, *gk = fused ? g1 + hid : g2, *gv = fused ? g1 + 2 * hid : g3;
+    o->attn_bwd(gq, gk, gv, putA(o, dctx, ntok * hid), dprobs, dqd, dkd, dvd, ld, b, s, nh, hd, p,
                 key);
     dq[k] = get(o, g1, nqkv);
     dk[k] = get(o, g2, nqkv);
     dv[k] = get(o, g3, nqkv);
     release(o);
   }
-  char name[32];
+  char name[40];
   snprintf(name, sizeof name, "attn%s S=%d", fused ? "/fused" : "", s);
+  if (hd != HD) snprintf(name + strlen(name), sizeof name - strlen(name), " hd=%d", hd);
   compare(name, "probs", probs, np, TOL_F32);
-  compare(name, "ctx", ctx, ntok * H, TOL_F32);
+  compare(name, "ctx", ctx, ntok * hid, TOL_F32);
   if (fused) {
     compare(name, "dqkv", dq, nqkv, TOL_F32); /* all three are thirds of this one */
     for (int k = 0; k < 3; k++) free(dk[k]), free(dv[k]);
@@ -626,6 +641,8 @@ static void test_attention(int b, int s, int fused) {
   }
   free(q), free(kk), free(v), free(dctx), free(dq0), free(mask);
 }
+
+static void test_attention(int b, int s, int fused) { test_attention_heads(b, s, fused, NH, HD); }
 
 /* ---- cross-entropy ---- */
 
@@ -856,6 +873,11 @@ static void test_act_ops(void) {
   test_attention(2, 128, 1); /* register rows: one quad per lane, every lane busy */
   test_attention(1, 200, 1); /* register rows: two quads on some lanes */
   test_attention(1, 260, 0); /* register rows: three quads on some lanes, no mask */
+  /* BERT's heads (bf16: the one-kernel path): training's shape, a shorter
+   * S (fewer of each lane's octet slots used), and hd 32 */
+  test_attention_heads(2, 128, 1, 2, 64);
+  test_attention_heads(2, 96, 1, 1, 64);
+  test_attention_heads(2, 64, 1, 2, 32);
   g_tol_override = tol;
   test_xent(40, V, 0);
   test_xent(7, 1000, 0);

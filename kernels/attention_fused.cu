@@ -1,0 +1,413 @@
+/* Self-attention in one kernel each way, for bf16 activations at the shapes
+ * of training (S a multiple of 32 up to 128, head_dim 32 or 64): a block
+ * holds one (sample, head)'s K and V (and, backward, Q and dC) in shared
+ * memory, and the score matrices never leave the chip but for the saved
+ * probabilities. The products run on the tensor cores (wmma: bf16 in, fp32
+ * accumulated); the softmax, the mask and the dropout work on the scores as
+ * the products leave them, a warp per 16 query rows.
+ *
+ * Same arithmetic as attention.cu's path but for roundings: the scores and
+ * dP stay fp32 between the products (that path rounds them to bf16), and
+ * the dropped probabilities and dS are bf16 operands as there. The dropout
+ * masks are the same (element index: the flat index into probs [B, nh, S,
+ * S]). Other shapes, fp32 and tf32 take attention.cu's path. */
+#include <mma.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_cuda_internal.cuh"
+
+using namespace nvcuda;
+
+typedef __nv_bfloat16 bf16;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+
+#define FUSED_MAX_S 128
+/* Octets (8 elements) of a score row per lane: lane l takes row l / 2 of
+ * its warp's 16 and, in it, octets l % 2, l % 2 + 2, ... */
+#define MAX_OCT (FUSED_MAX_S / 16)
+#define OUT_LD 20 /* fp32 row stride of the output stage: a tile at a time */
+/* The backward's octets per lane: a row tile's two warps share its rows */
+#define GRAD_OCT (FUSED_MAX_S / 32)
+
+/* Row strides in shared memory, padded by 16 bytes so that a warp's tile
+ * loads fall on different banks, and keeping every 16-row tile 32-byte
+ * aligned, as wmma requires. */
+static __host__ __device__ inline int head_ld(int hd) { return hd + 8; }     /* bf16 */
+static __host__ __device__ inline int score_ld(int S) { return S + 8; }      /* bf16 */
+static __host__ __device__ inline int stage_ld(int S) { return S + 4; }      /* fp32 */
+/* the backward's dS and dropped P side by side: row i is dS[i, :], Pd[i, :] */
+static __host__ __device__ inline int grad_ld(int S) { return 2 * S + 8; }   /* bf16 */
+
+/* What the kernels read and write, as bf16 activation elements. */
+struct AttnArgs {
+  const bf16 *q, *k, *v; /* row stride ld, head h at column h * hd */
+  bf16 *ctx;             /* [B, S, nh * hd] */
+  bf16 *probs;           /* [B, nh, S, S] */
+  const int32_t *mask;   /* [B, S] or NULL */
+  const bf16 *dctx;      /* backward: [B, S, nh * hd] */
+  bf16 *dq, *dk, *dv;    /* backward: as q, k, v */
+  int ld, S, nh;
+  float scale, p, keep_scale;
+  DropoutKey key;
+};
+
+/* acc[t] = sum over kk < nk of A_kk B_kk,t for t < nt: A_kk the 16 x 16
+ * tile at a + kk * a_step, B_kk,t the tile at b + kk * b_step + t * b_tile,
+ * in the layouts LA and LB (col_major: the transpose of what is stored). */
+template <class LA, class LB, int NT>
+__device__ inline void tile_row_product(Acc (&acc)[NT], int nt, int nk, const bf16 *a, int lda,
+                                        int a_step, const bf16 *b, int ldb, int b_step,
+                                        int b_tile) {
+#pragma unroll
+  for (int t = 0; t < NT; t++) wmma::fill_fragment(acc[t], 0.0f);
+  for (int kk = 0; kk < nk; kk++) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+    wmma::load_matrix_sync(fa, a + kk * a_step, lda);
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+      if (t >= nt) break;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+      wmma::load_matrix_sync(fb, b + kk * b_step + t * b_tile, ldb);
+      wmma::mma_sync(acc[t], fa, fb, acc[t]);
+    }
+  }
+}
+
+/* The warp's 16 x 16 nt tiles into its fp32 stage, row stride ld. */
+template <int NT>
+__device__ inline void stage_tiles(float *stage, int ld, Acc (&acc)[NT], int nt) {
+#pragma unroll
+  for (int t = 0; t < NT; t++)
+    if (t < nt) wmma::store_matrix_sync(stage + t * 16, acc[t], ld, wmma::mem_row_major);
+  __syncwarp(); /* lanes read elements other lanes stored */
+}
+
+/* Rows [0, n) of HD bf16 elements of M matrices, src[m] (row stride
+ * ld[m]) into dst[m] (row stride ldd), by the whole block, 16 bytes a
+ * thread: each thread issues its loads of all M in batches of 4 before it
+ * stores any, so that they are in flight together. */
+template <int HD, int M>
+__device__ inline void load_rows(bf16 *const (&dst)[M], int ldd, const bf16 *const (&src)[M],
+                                 const size_t (&ld)[M], int n) {
+  const int per_row = HD / 8, total = n * per_row, step = blockDim.x;
+  for (int u0 = threadIdx.x; u0 < total; u0 += 4 * step) {
+    Pack<bf16> v[M][4];
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int u = u0 + i * step;
+        if (u < total)
+          v[m][i] = *reinterpret_cast<const Pack<bf16> *>(src[m] + u / per_row * ld[m] +
+                                                           u % per_row * 8);
+      }
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int u = u0 + i * step;
+        if (u < total)
+          *reinterpret_cast<Pack<bf16> *>(dst[m] + u / per_row * ldd + u % per_row * 8) = v[m][i];
+      }
+  }
+}
+
+/* The warp's nt 16 x 16 result tiles (side by side), times scale, to bf16
+ * rows at out (row stride ld), a tile at a time through stage (16 x
+ * OUT_LD floats). */
+template <int NT>
+__device__ inline void write_tiles(bf16 *out, size_t ld, Acc (&acc)[NT], int nt, float *stage,
+                                   float scale) {
+  const int lane = threadIdx.x % 32, r = lane / 2, c = lane % 2 * 8;
+#pragma unroll
+  for (int t = 0; t < NT; t++) {
+    if (t >= nt) break;
+    wmma::store_matrix_sync(stage, acc[t], OUT_LD, wmma::mem_row_major);
+    __syncwarp();
+    Pack<bf16> pk;
+    for (int i = 0; i < 8; i++) store_as(&pk.v[i], stage[r * OUT_LD + c + i] * scale);
+    *reinterpret_cast<Pack<bf16> *>(out + r * ld + 16 * t + c) = pk;
+    __syncwarp(); /* the stage is reused next */
+  }
+}
+
+/* The 8 fp32 values at p (16-byte aligned). */
+__device__ inline void load8(const float *p, float v[8]) {
+  const Pack<float> a = reinterpret_cast<const Pack<float> *>(p)[0];
+  const Pack<float> b = reinterpret_cast<const Pack<float> *>(p)[1];
+  for (int i = 0; i < 4; i++) v[i] = a.v[i], v[4 + i] = b.v[i];
+}
+
+/* The forward's softmax of the warp's 16 score rows, staged (fp32, row
+ * stride LS) at stage: probabilities to probs (row stride S), their
+ * dropout, as bf16, to Pw (row stride LP), which may overlay the stage. */
+__device__ inline void softmax_rows(const AttnArgs &a, const float *stage, int LS, bf16 *Pw,
+                                    int LP, const float *negs, size_t prow) {
+  const int S = a.S, lane = threadIdx.x % 32, r = lane / 2, no = S / 16;
+  float x[MAX_OCT][8];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < MAX_OCT; k++) {
+    if (k >= no) break;
+    const int c = 8 * (lane % 2 + 2 * k);
+    load8(stage + r * LS + c, x[k]);
+    for (int i = 0; i < 8; i++) {
+      x[k][i] = x[k][i] * a.scale + negs[c + i];
+      mx = fmaxf(mx, x[k][i]);
+    }
+  }
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < MAX_OCT; k++) {
+    if (k >= no) break;
+    for (int i = 0; i < 8; i++) sum += x[k][i] = expf(x[k][i] - mx);
+  }
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1); /* the same sum in both lanes */
+  const float inv = 1.0f / sum;
+  __syncwarp(); /* every lane has read the stage before Pw overwrites it */
+  const size_t e0 = (prow + r) * S; /* element of probs */
+#pragma unroll
+  for (int k = 0; k < MAX_OCT; k++) {
+    if (k >= no) break;
+    const int c = 8 * (lane % 2 + 2 * k);
+    bool keep[8];
+    pack_keeps(a.key, a.p, a.key.elem_offset + e0 + c, keep);
+    Pack<bf16> pr, pd;
+    for (int i = 0; i < 8; i++) {
+      store_as(&pr.v[i], x[k][i] * inv);
+      /* dropped from the stored (rounded) probability, as the backward */
+      store_as(&pd.v[i], keep[i] ? ldf(&pr.v[i]) * a.keep_scale : 0.0f);
+    }
+    *reinterpret_cast<Pack<bf16> *>(a.probs + e0 + c) = pr;
+    *reinterpret_cast<Pack<bf16> *>(Pw + r * LP + c) = pd;
+  }
+  __syncwarp();
+}
+
+/* Forward: block (head, sample), warp w takes query rows 16w.. Shared
+ * memory: K, V, the mask's additions, and per warp an fp32 stage (the
+ * scores, then the dropped probabilities over them as bf16, then the
+ * context). Q's tiles come straight from global memory (each is read
+ * once). */
+template <int HD>
+static __global__ void __launch_bounds__(256) attn_fused_fwd(AttnArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int S = a.S, h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, nt = S / 16;
+  const int LH = head_ld(HD), LP = score_ld(S), LS = stage_ld(S);
+  bf16 *Ks = reinterpret_cast<bf16 *>(smem), *Vs = Ks + S * LH;
+  float *stage = reinterpret_cast<float *>(Vs + S * LH) + w * 16 * LS;
+  float *negs = reinterpret_cast<float *>(Vs + S * LH) + S * LS;
+  const size_t tok0 = (size_t)b * S, col = (size_t)h * HD, ld = a.ld;
+  load_rows<HD, 2>({Ks, Vs}, LH, {a.k + tok0 * ld + col, a.v + tok0 * ld + col}, {ld, ld}, S);
+  for (int j = threadIdx.x; j < S; j += blockDim.x)
+    negs[j] = a.mask && a.mask[tok0 + j] == 0 ? ATTN_MASK_NEG : 0.0f;
+  __syncthreads();
+  const int r0 = w * 16;
+  Acc acc[MAX_OCT];
+  tile_row_product<wmma::row_major, wmma::col_major>(acc, nt, HD / 16,
+                                                     a.q + (tok0 + r0) * ld + col, a.ld, 16, Ks,
+                                                     LH, 16, 16 * LH);
+  stage_tiles(stage, LS, acc, nt);
+  bf16 *Pw = reinterpret_cast<bf16 *>(stage);
+  softmax_rows(a, stage, LS, Pw, LP, negs, ((size_t)b * a.nh + h) * S + r0);
+  Acc out[HD / 16];
+  tile_row_product<wmma::row_major, wmma::row_major>(out, HD / 16, nt, Pw, LP, 16, Vs, LH,
+                                                     16 * LH, 16);
+  __syncwarp(); /* Pw is read before the stage is rewritten */
+  const size_t H = (size_t)a.nh * HD;
+  write_tiles(a.ctx + (tok0 + r0) * H + col, H, out, HD / 16, stage, 1.0f);
+}
+
+/* The backward's dS and dropped P of a row tile's 16 rows from dPd,
+ * staged (fp32, row stride LS) over the same rows of G (bf16, row stride
+ * LG = 2 LS: each row keeps its bytes; dS, then dropped P). The tile's two
+ * warps share it: lane L = 32 (warp % 2) + lane takes row L / 4 and, in it,
+ * octets L % 4, L % 4 + 4, ...; pq: those octets of P, as loaded. */
+__device__ inline void softmax_grad_rows(const AttnArgs &a, const float *stage, int LS, bf16 *G,
+                                         int LG, const Pack<bf16> (&pq)[GRAD_OCT], size_t prow) {
+  const int S = a.S, L = 32 * (threadIdx.x / 32 % 2) + threadIdx.x % 32, r = L / 4, no = S / 32;
+  const size_t e0 = a.key.elem_offset + (prow + r) * S;
+  float d[GRAD_OCT][8];
+  unsigned kept[GRAD_OCT]; /* bit i: element i of the octet is kept */
+  float dot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < GRAD_OCT; k++) {
+    if (k >= no) break;
+    const int c = 8 * (L % 4 + 4 * k);
+    load8(stage + r * LS + c, d[k]);
+    bool keep[8];
+    pack_keeps(a.key, a.p, e0 + c, keep);
+    kept[k] = 0;
+    for (int i = 0; i < 8; i++) {
+      kept[k] |= (unsigned)keep[i] << i;
+      d[k][i] = keep[i] ? __fmul_rn(d[k][i], a.keep_scale) : 0.0f; /* dP */
+      dot += ldf(&pq[k].v[i]) * d[k][i];
+    }
+  }
+  /* the row's four lanes: the same sum in each (butterfly) */
+  dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+  dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+  __syncwarp(); /* the row's lanes (this warp's) have read it before G overwrites it */
+#pragma unroll
+  for (int k = 0; k < GRAD_OCT; k++) {
+    if (k >= no) break;
+    const int c = 8 * (L % 4 + 4 * k);
+    Pack<bf16> ds, pd;
+    for (int i = 0; i < 8; i++) {
+      const float pv = ldf(&pq[k].v[i]);
+      store_as(&ds.v[i], pv * (d[k][i] - dot));
+      store_as(&pd.v[i], kept[k] >> i & 1 ? pv * a.keep_scale : 0.0f);
+    }
+    *reinterpret_cast<Pack<bf16> *>(G + r * LG + c) = ds;
+    *reinterpret_cast<Pack<bf16> *>(G + r * LG + S + c) = pd;
+  }
+}
+
+/* Backward: block (head, sample) of 2 S / 16 warps. Warps 2t and 2t + 1
+ * take query row tile t (rows 16t..) for dP (a half of its columns each),
+ * dS, and dQ (a half of its columns each); then warp w takes dK (w < S /
+ * 16) or dV (the others) of key tile w mod S / 16. Shared memory: K, V, Q,
+ * dC, dS and the dropped P of the whole head (each row tile's rows first
+ * hold its fp32 dPd), and per warp a one-tile output stage. */
+template <int HD>
+static __global__ void __launch_bounds__(512, 1) attn_fused_bwd(AttnArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int S = a.S, h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int LH = head_ld(HD), LG = grad_ld(S), LS = stage_ld(S), nt = S / 16, no = S / 32;
+  const int rt = w / 2, half = w % 2, L = 32 * half + lane;
+  bf16 *Ks = reinterpret_cast<bf16 *>(smem), *Vs = Ks + S * LH, *Qs = Vs + S * LH;
+  bf16 *dCs = Qs + S * LH, *G = dCs + S * LH;
+  float *out_stage = reinterpret_cast<float *>(G + S * LG) + w * 16 * OUT_LD;
+  const size_t tok0 = (size_t)b * S, col = (size_t)h * HD, H = (size_t)a.nh * HD;
+  const size_t ld = a.ld;
+  const size_t prow = ((size_t)b * a.nh + h) * S + 16 * rt; /* row of probs */
+  /* the lane's octets of P, loaded first, so that they arrive meanwhile */
+  Pack<bf16> pq[GRAD_OCT];
+#pragma unroll
+  for (int k = 0; k < GRAD_OCT; k++)
+    if (k < no)
+      pq[k] = *reinterpret_cast<const Pack<bf16> *>(a.probs + (prow + L / 4) * S + 8 * (L % 4 + 4 * k));
+  load_rows<HD, 4>({Ks, Vs, Qs, dCs}, LH,
+                   {a.k + tok0 * ld + col, a.v + tok0 * ld + col, a.q + tok0 * ld + col,
+                    a.dctx + tok0 * H + col},
+                   {ld, ld, ld, H}, S);
+  __syncthreads();
+  /* dPd = dC V^T, the warp's half of the tile's key columns, staged over
+   * the tile's rows of G */
+  Acc acc[GRAD_OCT];
+  tile_row_product<wmma::row_major, wmma::col_major>(acc, nt / 2, HD / 16, dCs + 16 * rt * LH, LH,
+                                                     16, Vs + half * (S / 2) * LH, LH, 16, 16 * LH);
+  float *stage = reinterpret_cast<float *>(G + 16 * rt * LG);
+  stage_tiles(stage + half * (S / 2), LS, acc, nt / 2);
+  __syncthreads(); /* both halves of every row tile are staged */
+  softmax_grad_rows(a, stage, LS, G + 16 * rt * LG, LG, pq, prow);
+  __syncthreads(); /* every row of G is in */
+  Acc g[HD / 16];
+  /* dQ = dS K / sqrt(hd), the warp's half of the columns */
+  tile_row_product<wmma::row_major, wmma::row_major>(g, HD / 32, nt, G + 16 * rt * LG, LG, 16,
+                                                     Ks + half * (HD / 2), LH, 16 * LH, 16);
+  write_tiles(a.dq + (tok0 + 16 * rt) * ld + col + half * (HD / 2), ld, g, HD / 32, out_stage,
+              a.scale);
+  /* dK = dS^T Q / sqrt(hd) or dV = Pd^T dC, for key rows 16 kt.. */
+  const bool dv = w >= nt;
+  const int kt = dv ? w - nt : w;
+  tile_row_product<wmma::col_major, wmma::row_major>(g, HD / 16, nt, G + (dv ? S : 0) + 16 * kt,
+                                                     LG, 16 * LG, dv ? dCs : Qs, LH, 16 * LH, 16);
+  write_tiles((dv ? a.dv : a.dk) + (tok0 + 16 * kt) * ld + col, ld, g, HD / 16, out_stage,
+              dv ? 1.0f : a.scale);
+}
+
+static size_t fwd_smem(int S, int hd) {
+  return (size_t)2 * S * head_ld(hd) * sizeof(bf16) + (size_t)S * stage_ld(S) * sizeof(float) +
+         (size_t)S * sizeof(float);
+}
+
+static size_t bwd_smem(int S, int hd) {
+  return (size_t)4 * S * head_ld(hd) * sizeof(bf16) + (size_t)S * grad_ld(S) * sizeof(bf16) +
+         (size_t)(S / 8) * 16 * OUT_LD * sizeof(float);
+}
+
+/* Raises a kernel's dynamic shared memory limit once (above 48 KiB a
+ * kernel must ask). */
+template <class K>
+static void allow_smem(K kernel, size_t bytes, int *done, const char *what) {
+  if (*done >= (int)bytes) return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
+             "%s: %zu bytes of shared memory", what, bytes);
+  *done = (int)bytes;
+}
+
+/* BERTRAIN_ATTN_FUSED=0 in the environment turns this path off, for A/B
+ * measurements against attention.cu's. */
+static bool fused_allowed(void) {
+  static int allowed = -1;
+  if (allowed < 0) {
+    const char *e = getenv("BERTRAIN_ATTN_FUSED");
+    allowed = !(e && strcmp(e, "0") == 0);
+  }
+  return allowed;
+}
+
+bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int nh, int hd,
+                     std::initializer_list<const void *> bufs) {
+  if (!fused_allowed() || !bf16_acts) return false;
+  if (S % 32 != 0 || S > FUSED_MAX_S || (hd != 32 && hd != 64)) return false;
+  if (ld % 8 != 0 || (nh * hd) % 8 != 0) return false;
+  for (const void *p : bufs)
+    if (p && !aligned16(act16(p))) return false;
+  /* the forward reads Q's tiles with wmma, which wants 32-byte alignment */
+  return (uintptr_t)act16(q) % 32 == 0;
+}
+
+static AttnArgs attn_args(const float *q, const float *k, const float *v, int ld,
+                          const int32_t *mask, int S, int nh, int hd, float p, DropoutKey key) {
+  AttnArgs a = {};
+  a.q = act16(q), a.k = act16(k), a.v = act16(v);
+  a.mask = mask;
+  a.ld = ld, a.S = S, a.nh = nh;
+  a.scale = 1.0f / sqrtf((float)hd);
+  a.p = p, a.keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+  a.key = key;
+  return a;
+}
+
+void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
+                           const float *v, int ld, const int32_t *mask, int B, int S, int nh,
+                           int hd, float p, DropoutKey key) {
+  AttnArgs a = attn_args(q, k, v, ld, mask, S, nh, hd, p, key);
+  a.ctx = act16(ctx), a.probs = act16(probs);
+  const size_t bytes = fwd_smem(S, hd);
+  const dim3 grid((unsigned)nh, (unsigned)B);
+  const unsigned threads = (unsigned)(S / 16 * 32);
+  static int allowed32, allowed64;
+  if (hd == 32) {
+    allow_smem(attn_fused_fwd<32>, bytes, &allowed32, "attn_fwd fused");
+    attn_fused_fwd<32><<<grid, threads, bytes>>>(a);
+  } else {
+    allow_smem(attn_fused_fwd<64>, bytes, &allowed64, "attn_fwd fused");
+    attn_fused_fwd<64><<<grid, threads, bytes>>>(a);
+  }
+  LAUNCH_CHECK("attn_fwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
+}
+
+void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
+                           const float *probs, const float *q, const float *k, const float *v,
+                           int ld, int B, int S, int nh, int hd, float p, DropoutKey key) {
+  AttnArgs a = attn_args(q, k, v, ld, NULL, S, nh, hd, p, key);
+  a.probs = act16(probs), a.dctx = act16(dctx);
+  a.dq = act16(dq), a.dk = act16(dk), a.dv = act16(dv);
+  const size_t bytes = bwd_smem(S, hd);
+  const dim3 grid((unsigned)nh, (unsigned)B);
+  const unsigned threads = (unsigned)(S / 8 * 32);
+  static int allowed32, allowed64;
+  if (hd == 32) {
+    allow_smem(attn_fused_bwd<32>, bytes, &allowed32, "attn_bwd fused");
+    attn_fused_bwd<32><<<grid, threads, bytes>>>(a);
+  } else {
+    allow_smem(attn_fused_bwd<64>, bytes, &allowed64, "attn_bwd fused");
+    attn_fused_bwd<64><<<grid, threads, bytes>>>(a);
+  }
+  LAUNCH_CHECK("attn_bwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
+}
