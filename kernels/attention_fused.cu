@@ -12,6 +12,7 @@
  * masks are the same (element index: the flat index into probs [B, nh, S,
  * S]). Other shapes, fp32 and tf32 take attention.cu's path. */
 #include <mma.h>
+#include <type_traits>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,21 +24,17 @@ typedef __nv_bfloat16 bf16;
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
 
 #define FUSED_MAX_S 128
-/* Octets (8 elements) of a score row per lane: lane l takes row l / 2 of
- * its warp's 16 and, in it, octets l % 2, l % 2 + 2, ... */
-#define MAX_OCT (FUSED_MAX_S / 16)
 #define OUT_LD 20 /* fp32 row stride of the output stage: a tile at a time */
-/* The backward's octets per lane: a row tile's two warps share its rows */
-#define GRAD_OCT (FUSED_MAX_S / 32)
 
 /* Row strides in shared memory, padded by 16 bytes so that a warp's tile
  * loads fall on different banks, and keeping every 16-row tile 32-byte
  * aligned, as wmma requires. */
-static __host__ __device__ inline int head_ld(int hd) { return hd + 8; }     /* bf16 */
-static __host__ __device__ inline int score_ld(int S) { return S + 8; }      /* bf16 */
-static __host__ __device__ inline int stage_ld(int S) { return S + 4; }      /* fp32 */
-/* the backward's dS and dropped P side by side: row i is dS[i, :], Pd[i, :] */
-static __host__ __device__ inline int grad_ld(int S) { return 2 * S + 8; }   /* bf16 */
+static __host__ __device__ constexpr int head_ld(int hd) { return hd + 8; }   /* bf16 */
+static __host__ __device__ constexpr int stage_ld(int S) { return S + 4; }    /* fp32 */
+/* bf16 rows over fp32 stage rows: the same bytes per row, so a row can be
+ * rewritten in place by the lanes that read it. The backward's rows hold
+ * dS, then the dropped P. */
+static __host__ __device__ constexpr int over_ld(int S) { return 2 * S + 8; } /* bf16 */
 
 /* What the kernels read and write, as bf16 activation elements. */
 struct AttnArgs {
@@ -47,39 +44,42 @@ struct AttnArgs {
   const int32_t *mask;   /* [B, S] or NULL */
   const bf16 *dctx;      /* backward: [B, S, nh * hd] */
   bf16 *dq, *dk, *dv;    /* backward: as q, k, v */
-  int ld, S, nh;
+  int ld, nh;
   float scale, p, keep_scale;
   DropoutKey key;
 };
 
-/* acc[t] = sum over kk < nk of A_kk B_kk,t for t < nt: A_kk the 16 x 16
- * tile at a + kk * a_step, B_kk,t the tile at b + kk * b_step + t * b_tile,
- * in the layouts LA and LB (col_major: the transpose of what is stored). */
-template <class LA, class LB, int NT>
-__device__ inline void tile_row_product(Acc (&acc)[NT], int nt, int nk, const bf16 *a, int lda,
-                                        int a_step, const bf16 *b, int ldb, int b_step,
-                                        int b_tile) {
+template <class L> using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, L>;
+template <class L> using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, L>;
+
+/* acc[t] += A_kk B_kk,t for t < NT, kk < NK: A_kk the 16 x 16 tile at a +
+ * kk * a_step, B_kk,t the tile at b + kk * b_step + t * b_tile, in the
+ * layouts LA and LB (col_major: the transpose of what is stored). The
+ * bounds are constants, so the loads of a step are issued together. */
+template <class LA, class LB, int NT, int NK>
+__device__ inline void tile_product(Acc (&acc)[NT], const bf16 *a, int lda, int a_step,
+                                    const bf16 *b, int ldb, int b_step, int b_tile) {
 #pragma unroll
   for (int t = 0; t < NT; t++) wmma::fill_fragment(acc[t], 0.0f);
-  for (int kk = 0; kk < nk; kk++) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++) {
+    FragA<LA> fa;
     wmma::load_matrix_sync(fa, a + kk * a_step, lda);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-      if (t >= nt) break;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+      FragB<LB> fb;
       wmma::load_matrix_sync(fb, b + kk * b_step + t * b_tile, ldb);
       wmma::mma_sync(acc[t], fa, fb, acc[t]);
     }
   }
 }
 
-/* The warp's 16 x 16 nt tiles into its fp32 stage, row stride ld. */
+/* The warp's NT tiles into an fp32 stage, side by side, row stride ld. */
 template <int NT>
-__device__ inline void stage_tiles(float *stage, int ld, Acc (&acc)[NT], int nt) {
+__device__ inline void stage_tiles(float *stage, int ld, Acc (&acc)[NT]) {
 #pragma unroll
   for (int t = 0; t < NT; t++)
-    if (t < nt) wmma::store_matrix_sync(stage + t * 16, acc[t], ld, wmma::mem_row_major);
+    wmma::store_matrix_sync(stage + t * 16, acc[t], ld, wmma::mem_row_major);
   __syncwarp(); /* lanes read elements other lanes stored */
 }
 
@@ -113,16 +113,15 @@ __device__ inline void load_rows(bf16 *const (&dst)[M], int ldd, const bf16 *con
   }
 }
 
-/* The warp's nt 16 x 16 result tiles (side by side), times scale, to bf16
+/* The warp's NT 16 x 16 result tiles (side by side), times scale, to bf16
  * rows at out (row stride ld), a tile at a time through stage (16 x
  * OUT_LD floats). */
 template <int NT>
-__device__ inline void write_tiles(bf16 *out, size_t ld, Acc (&acc)[NT], int nt, float *stage,
+__device__ inline void write_tiles(bf16 *out, size_t ld, Acc (&acc)[NT], float *stage,
                                    float scale) {
   const int lane = threadIdx.x % 32, r = lane / 2, c = lane % 2 * 8;
 #pragma unroll
   for (int t = 0; t < NT; t++) {
-    if (t >= nt) break;
     wmma::store_matrix_sync(stage, acc[t], OUT_LD, wmma::mem_row_major);
     __syncwarp();
     Pack<bf16> pk;
@@ -139,19 +138,21 @@ __device__ inline void load8(const float *p, float v[8]) {
   for (int i = 0; i < 4; i++) v[i] = a.v[i], v[4 + i] = b.v[i];
 }
 
-/* The forward's softmax of the warp's 16 score rows, staged (fp32, row
- * stride LS) at stage: probabilities to probs (row stride S), their
- * dropout, as bf16, to Pw (row stride LP), which may overlay the stage. */
-__device__ inline void softmax_rows(const AttnArgs &a, const float *stage, int LS, bf16 *Pw,
-                                    int LP, const float *negs, size_t prow) {
-  const int S = a.S, lane = threadIdx.x % 32, r = lane / 2, no = S / 16;
-  float x[MAX_OCT][8];
+/* The forward's softmax of the warp's 16 score rows, staged (fp32) at
+ * stage: probabilities to probs (row stride S) from row prow on, their
+ * dropout, as bf16, over the stage (row stride over_ld). Lane l takes row
+ * l / 2 and, in it, octets (8 elements) l % 2, l % 2 + 2, ... */
+template <int S>
+__device__ inline void softmax_rows(const AttnArgs &a, float *stage, const float *negs,
+                                    size_t prow) {
+  constexpr int NO = S / 16; /* octets per lane */
+  const int lane = threadIdx.x % 32, r = lane / 2;
+  float x[NO][8];
   float mx = -INFINITY;
 #pragma unroll
-  for (int k = 0; k < MAX_OCT; k++) {
-    if (k >= no) break;
+  for (int k = 0; k < NO; k++) {
     const int c = 8 * (lane % 2 + 2 * k);
-    load8(stage + r * LS + c, x[k]);
+    load8(stage + r * stage_ld(S) + c, x[k]);
     for (int i = 0; i < 8; i++) {
       x[k][i] = x[k][i] * a.scale + negs[c + i];
       mx = fmaxf(mx, x[k][i]);
@@ -160,17 +161,15 @@ __device__ inline void softmax_rows(const AttnArgs &a, const float *stage, int L
   mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
   float sum = 0.0f;
 #pragma unroll
-  for (int k = 0; k < MAX_OCT; k++) {
-    if (k >= no) break;
+  for (int k = 0; k < NO; k++)
     for (int i = 0; i < 8; i++) sum += x[k][i] = expf(x[k][i] - mx);
-  }
   sum += __shfl_xor_sync(0xffffffffu, sum, 1); /* the same sum in both lanes */
   const float inv = 1.0f / sum;
-  __syncwarp(); /* every lane has read the stage before Pw overwrites it */
+  __syncwarp(); /* the row's lanes (this warp's) have read it before it is rewritten */
+  bf16 *Pw = reinterpret_cast<bf16 *>(stage);
   const size_t e0 = (prow + r) * S; /* element of probs */
 #pragma unroll
-  for (int k = 0; k < MAX_OCT; k++) {
-    if (k >= no) break;
+  for (int k = 0; k < NO; k++) {
     const int c = 8 * (lane % 2 + 2 * k);
     bool keep[8];
     pack_keeps(a.key, a.p, a.key.elem_offset + e0 + c, keep);
@@ -181,7 +180,7 @@ __device__ inline void softmax_rows(const AttnArgs &a, const float *stage, int L
       store_as(&pd.v[i], keep[i] ? ldf(&pr.v[i]) * a.keep_scale : 0.0f);
     }
     *reinterpret_cast<Pack<bf16> *>(a.probs + e0 + c) = pr;
-    *reinterpret_cast<Pack<bf16> *>(Pw + r * LP + c) = pd;
+    *reinterpret_cast<Pack<bf16> *>(Pw + r * over_ld(S) + c) = pd;
   }
   __syncwarp();
 }
@@ -189,54 +188,64 @@ __device__ inline void softmax_rows(const AttnArgs &a, const float *stage, int L
 /* Forward: block (head, sample), warp w takes query rows 16w.. Shared
  * memory: K, V, the mask's additions, and per warp an fp32 stage (the
  * scores, then the dropped probabilities over them as bf16, then the
- * context). Q's tiles come straight from global memory (each is read
- * once). */
-template <int HD>
-static __global__ void __launch_bounds__(256) attn_fused_fwd(AttnArgs a) {
+ * output a tile at a time). Q's tiles come straight from global memory (each is read
+ * once), issued before the block waits for K and V. */
+template <int S, int HD>
+static __global__ void __launch_bounds__(S * 2, 2) attn_fused_fwd(AttnArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
-  const int S = a.S, h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, nt = S / 16;
-  const int LH = head_ld(HD), LP = score_ld(S), LS = stage_ld(S);
+  constexpr int LH = head_ld(HD), LS = stage_ld(S), NT = S / 16, NK = HD / 16;
+  const int h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, r0 = w * 16;
   bf16 *Ks = reinterpret_cast<bf16 *>(smem), *Vs = Ks + S * LH;
   float *stage = reinterpret_cast<float *>(Vs + S * LH) + w * 16 * LS;
   float *negs = reinterpret_cast<float *>(Vs + S * LH) + S * LS;
   const size_t tok0 = (size_t)b * S, col = (size_t)h * HD, ld = a.ld;
+  FragA<wmma::row_major> qa[NK];
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++)
+    wmma::load_matrix_sync(qa[kk], a.q + (tok0 + r0) * ld + col + 16 * kk, a.ld);
   load_rows<HD, 2>({Ks, Vs}, LH, {a.k + tok0 * ld + col, a.v + tok0 * ld + col}, {ld, ld}, S);
   for (int j = threadIdx.x; j < S; j += blockDim.x)
     negs[j] = a.mask && a.mask[tok0 + j] == 0 ? ATTN_MASK_NEG : 0.0f;
   __syncthreads();
-  const int r0 = w * 16;
-  Acc acc[MAX_OCT];
-  tile_row_product<wmma::row_major, wmma::col_major>(acc, nt, HD / 16,
-                                                     a.q + (tok0 + r0) * ld + col, a.ld, 16, Ks,
-                                                     LH, 16, 16 * LH);
-  stage_tiles(stage, LS, acc, nt);
-  bf16 *Pw = reinterpret_cast<bf16 *>(stage);
-  softmax_rows(a, stage, LS, Pw, LP, negs, ((size_t)b * a.nh + h) * S + r0);
-  Acc out[HD / 16];
-  tile_row_product<wmma::row_major, wmma::row_major>(out, HD / 16, nt, Pw, LP, 16, Vs, LH,
-                                                     16 * LH, 16);
-  __syncwarp(); /* Pw is read before the stage is rewritten */
+  Acc acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; t++) wmma::fill_fragment(acc[t], 0.0f);
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++)
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+      FragB<wmma::col_major> fb; /* K^T */
+      wmma::load_matrix_sync(fb, Ks + t * 16 * LH + 16 * kk, LH);
+      wmma::mma_sync(acc[t], qa[kk], fb, acc[t]);
+    }
+  stage_tiles(stage, LS, acc);
+  softmax_rows<S>(a, stage, negs, ((size_t)b * a.nh + h) * S + r0);
+  Acc out[NK];
+  tile_product<wmma::row_major, wmma::row_major, NK, NT>(
+      out, reinterpret_cast<const bf16 *>(stage), over_ld(S), 16, Vs, LH, 16 * LH, 16);
+  __syncwarp(); /* the dropped probabilities are read before the stage is reused */
   const size_t H = (size_t)a.nh * HD;
-  write_tiles(a.ctx + (tok0 + r0) * H + col, H, out, HD / 16, stage, 1.0f);
+  write_tiles(a.ctx + (tok0 + r0) * H + col, H, out, stage, 1.0f);
 }
 
 /* The backward's dS and dropped P of a row tile's 16 rows from dPd,
- * staged (fp32, row stride LS) over the same rows of G (bf16, row stride
- * LG = 2 LS: each row keeps its bytes; dS, then dropped P). The tile's two
- * warps share it: lane L = 32 (warp % 2) + lane takes row L / 4 and, in it,
- * octets L % 4, L % 4 + 4, ...; pq: those octets of P, as loaded. */
-__device__ inline void softmax_grad_rows(const AttnArgs &a, const float *stage, int LS, bf16 *G,
-                                         int LG, const Pack<bf16> (&pq)[GRAD_OCT], size_t prow) {
-  const int S = a.S, L = 32 * (threadIdx.x / 32 % 2) + threadIdx.x % 32, r = L / 4, no = S / 32;
+ * staged (fp32) at stage, written over it (bf16, row stride over_ld: dS,
+ * then dropped P). The tile's two warps share it: lane L = 32 (warp % 2) +
+ * lane takes row L / 4 and, in it, octets L % 4, L % 4 + 4, ...; pq: those
+ * octets of P, as loaded. */
+template <int S>
+__device__ inline void softmax_grad_rows(const AttnArgs &a, float *stage,
+                                         const Pack<bf16> (&pq)[S / 32], size_t prow) {
+  constexpr int NO = S / 32; /* octets per lane */
+  const int L = 32 * (threadIdx.x / 32 % 2) + threadIdx.x % 32, r = L / 4;
   const size_t e0 = a.key.elem_offset + (prow + r) * S;
-  float d[GRAD_OCT][8];
-  unsigned kept[GRAD_OCT]; /* bit i: element i of the octet is kept */
+  float d[NO][8];
+  unsigned kept[NO]; /* bit i: element i of the octet is kept */
   float dot = 0.0f;
 #pragma unroll
-  for (int k = 0; k < GRAD_OCT; k++) {
-    if (k >= no) break;
+  for (int k = 0; k < NO; k++) {
     const int c = 8 * (L % 4 + 4 * k);
-    load8(stage + r * LS + c, d[k]);
+    load8(stage + r * stage_ld(S) + c, d[k]);
     bool keep[8];
     pack_keeps(a.key, a.p, e0 + c, keep);
     kept[k] = 0;
@@ -249,10 +258,10 @@ __device__ inline void softmax_grad_rows(const AttnArgs &a, const float *stage, 
   /* the row's four lanes: the same sum in each (butterfly) */
   dot += __shfl_xor_sync(0xffffffffu, dot, 1);
   dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-  __syncwarp(); /* the row's lanes (this warp's) have read it before G overwrites it */
+  __syncwarp(); /* the row's lanes (this warp's) have read it before it is rewritten */
+  bf16 *G = reinterpret_cast<bf16 *>(stage) + r * over_ld(S);
 #pragma unroll
-  for (int k = 0; k < GRAD_OCT; k++) {
-    if (k >= no) break;
+  for (int k = 0; k < NO; k++) {
     const int c = 8 * (L % 4 + 4 * k);
     Pack<bf16> ds, pd;
     for (int i = 0; i < 8; i++) {
@@ -260,8 +269,8 @@ __device__ inline void softmax_grad_rows(const AttnArgs &a, const float *stage, 
       store_as(&ds.v[i], pv * (d[k][i] - dot));
       store_as(&pd.v[i], kept[k] >> i & 1 ? pv * a.keep_scale : 0.0f);
     }
-    *reinterpret_cast<Pack<bf16> *>(G + r * LG + c) = ds;
-    *reinterpret_cast<Pack<bf16> *>(G + r * LG + S + c) = pd;
+    *reinterpret_cast<Pack<bf16> *>(G + c) = ds;
+    *reinterpret_cast<Pack<bf16> *>(G + S + c) = pd;
   }
 }
 
@@ -271,11 +280,11 @@ __device__ inline void softmax_grad_rows(const AttnArgs &a, const float *stage, 
  * 16) or dV (the others) of key tile w mod S / 16. Shared memory: K, V, Q,
  * dC, dS and the dropped P of the whole head (each row tile's rows first
  * hold its fp32 dPd), and per warp a one-tile output stage. */
-template <int HD>
-static __global__ void __launch_bounds__(512, 1) attn_fused_bwd(AttnArgs a) {
+template <int S, int HD>
+static __global__ void __launch_bounds__(S * 4, 1) attn_fused_bwd(AttnArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
-  const int S = a.S, h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int LH = head_ld(HD), LG = grad_ld(S), LS = stage_ld(S), nt = S / 16, no = S / 32;
+  constexpr int LH = head_ld(HD), LG = over_ld(S), NT = S / 16, NK = HD / 16;
+  const int h = blockIdx.x, b = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rt = w / 2, half = w % 2, L = 32 * half + lane;
   bf16 *Ks = reinterpret_cast<bf16 *>(smem), *Vs = Ks + S * LH, *Qs = Vs + S * LH;
   bf16 *dCs = Qs + S * LH, *G = dCs + S * LH;
@@ -284,11 +293,10 @@ static __global__ void __launch_bounds__(512, 1) attn_fused_bwd(AttnArgs a) {
   const size_t ld = a.ld;
   const size_t prow = ((size_t)b * a.nh + h) * S + 16 * rt; /* row of probs */
   /* the lane's octets of P, loaded first, so that they arrive meanwhile */
-  Pack<bf16> pq[GRAD_OCT];
+  Pack<bf16> pq[S / 32];
 #pragma unroll
-  for (int k = 0; k < GRAD_OCT; k++)
-    if (k < no)
-      pq[k] = *reinterpret_cast<const Pack<bf16> *>(a.probs + (prow + L / 4) * S + 8 * (L % 4 + 4 * k));
+  for (int k = 0; k < S / 32; k++)
+    pq[k] = *reinterpret_cast<const Pack<bf16> *>(a.probs + (prow + L / 4) * S + 8 * (L % 4 + 4 * k));
   load_rows<HD, 4>({Ks, Vs, Qs, dCs}, LH,
                    {a.k + tok0 * ld + col, a.v + tok0 * ld + col, a.q + tok0 * ld + col,
                     a.dctx + tok0 * H + col},
@@ -296,47 +304,46 @@ static __global__ void __launch_bounds__(512, 1) attn_fused_bwd(AttnArgs a) {
   __syncthreads();
   /* dPd = dC V^T, the warp's half of the tile's key columns, staged over
    * the tile's rows of G */
-  Acc acc[GRAD_OCT];
-  tile_row_product<wmma::row_major, wmma::col_major>(acc, nt / 2, HD / 16, dCs + 16 * rt * LH, LH,
-                                                     16, Vs + half * (S / 2) * LH, LH, 16, 16 * LH);
+  Acc acc[NT / 2];
+  tile_product<wmma::row_major, wmma::col_major, NT / 2, NK>(acc, dCs + 16 * rt * LH, LH, 16,
+                                                             Vs + half * (S / 2) * LH, LH, 16,
+                                                             16 * LH);
   float *stage = reinterpret_cast<float *>(G + 16 * rt * LG);
-  stage_tiles(stage + half * (S / 2), LS, acc, nt / 2);
+  stage_tiles(stage + half * (S / 2), stage_ld(S), acc);
   __syncthreads(); /* both halves of every row tile are staged */
-  softmax_grad_rows(a, stage, LS, G + 16 * rt * LG, LG, pq, prow);
+  softmax_grad_rows<S>(a, stage, pq, prow);
   __syncthreads(); /* every row of G is in */
-  Acc g[HD / 16];
   /* dQ = dS K / sqrt(hd), the warp's half of the columns */
-  tile_row_product<wmma::row_major, wmma::row_major>(g, HD / 32, nt, G + 16 * rt * LG, LG, 16,
-                                                     Ks + half * (HD / 2), LH, 16 * LH, 16);
-  write_tiles(a.dq + (tok0 + 16 * rt) * ld + col + half * (HD / 2), ld, g, HD / 32, out_stage,
-              a.scale);
+  Acc gq[NK / 2];
+  tile_product<wmma::row_major, wmma::row_major, NK / 2, NT>(gq, G + 16 * rt * LG, LG, 16,
+                                                             Ks + half * (HD / 2), LH, 16 * LH, 16);
+  write_tiles(a.dq + (tok0 + 16 * rt) * ld + col + half * (HD / 2), ld, gq, out_stage, a.scale);
   /* dK = dS^T Q / sqrt(hd) or dV = Pd^T dC, for key rows 16 kt.. */
-  const bool dv = w >= nt;
-  const int kt = dv ? w - nt : w;
-  tile_row_product<wmma::col_major, wmma::row_major>(g, HD / 16, nt, G + (dv ? S : 0) + 16 * kt,
-                                                     LG, 16 * LG, dv ? dCs : Qs, LH, 16 * LH, 16);
-  write_tiles((dv ? a.dv : a.dk) + (tok0 + 16 * kt) * ld + col, ld, g, HD / 16, out_stage,
+  const bool dv = w >= NT;
+  const int kt = dv ? w - NT : w;
+  Acc g[NK];
+  tile_product<wmma::col_major, wmma::row_major, NK, NT>(g, G + (dv ? S : 0) + 16 * kt, LG,
+                                                         16 * LG, dv ? dCs : Qs, LH, 16 * LH, 16);
+  write_tiles((dv ? a.dv : a.dk) + (tok0 + 16 * kt) * ld + col, ld, g, out_stage,
               dv ? 1.0f : a.scale);
 }
 
 static size_t fwd_smem(int S, int hd) {
-  return (size_t)2 * S * head_ld(hd) * sizeof(bf16) + (size_t)S * stage_ld(S) * sizeof(float) +
-         (size_t)S * sizeof(float);
+  return (size_t)2 * S * head_ld(hd) * sizeof(bf16) +
+         (size_t)S * (stage_ld(S) + 1) * sizeof(float);
 }
 
 static size_t bwd_smem(int S, int hd) {
-  return (size_t)4 * S * head_ld(hd) * sizeof(bf16) + (size_t)S * grad_ld(S) * sizeof(bf16) +
+  return (size_t)4 * S * head_ld(hd) * sizeof(bf16) + (size_t)S * over_ld(S) * sizeof(bf16) +
          (size_t)(S / 8) * 16 * OUT_LD * sizeof(float);
 }
 
 /* Raises a kernel's dynamic shared memory limit once (above 48 KiB a
  * kernel must ask). */
 template <class K>
-static void allow_smem(K kernel, size_t bytes, int *done, const char *what) {
-  if (*done >= (int)bytes) return;
+static void allow_smem(K kernel, size_t bytes, const char *what) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
              "%s: %zu bytes of shared memory", what, bytes);
-  *done = (int)bytes;
 }
 
 /* BERTRAIN_ATTN_FUSED=0 in the environment turns this path off, for A/B
@@ -362,52 +369,62 @@ bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int nh, int 
 }
 
 static AttnArgs attn_args(const float *q, const float *k, const float *v, int ld,
-                          const int32_t *mask, int S, int nh, int hd, float p, DropoutKey key) {
+                          const int32_t *mask, int nh, int hd, float p, DropoutKey key) {
   AttnArgs a = {};
   a.q = act16(q), a.k = act16(k), a.v = act16(v);
   a.mask = mask;
-  a.ld = ld, a.S = S, a.nh = nh;
+  a.ld = ld, a.nh = nh;
   a.scale = 1.0f / sqrtf((float)hd);
   a.p = p, a.keep_scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
   a.key = key;
   return a;
 }
 
+/* f(S, hd) as compile-time constants for the shapes attn_fused_fits
+ * takes: S = 32, 64, 96, 128; hd = 32, 64. */
+template <int V> using Int = std::integral_constant<int, V>;
+template <class F> static void by_shape(int S, int hd, F f) {
+  switch (S / 32 * 100 + hd) {
+  case 132: f(Int<32>{}, Int<32>{}); break;
+  case 164: f(Int<32>{}, Int<64>{}); break;
+  case 232: f(Int<64>{}, Int<32>{}); break;
+  case 264: f(Int<64>{}, Int<64>{}); break;
+  case 332: f(Int<96>{}, Int<32>{}); break;
+  case 364: f(Int<96>{}, Int<64>{}); break;
+  case 432: f(Int<128>{}, Int<32>{}); break;
+  default: f(Int<128>{}, Int<64>{});
+  }
+}
+
 void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
                            const float *v, int ld, const int32_t *mask, int B, int S, int nh,
                            int hd, float p, DropoutKey key) {
-  AttnArgs a = attn_args(q, k, v, ld, mask, S, nh, hd, p, key);
+  AttnArgs a = attn_args(q, k, v, ld, mask, nh, hd, p, key);
   a.ctx = act16(ctx), a.probs = act16(probs);
   const size_t bytes = fwd_smem(S, hd);
   const dim3 grid((unsigned)nh, (unsigned)B);
-  const unsigned threads = (unsigned)(S / 16 * 32);
-  static int allowed32, allowed64;
-  if (hd == 32) {
-    allow_smem(attn_fused_fwd<32>, bytes, &allowed32, "attn_fwd fused");
-    attn_fused_fwd<32><<<grid, threads, bytes>>>(a);
-  } else {
-    allow_smem(attn_fused_fwd<64>, bytes, &allowed64, "attn_fwd fused");
-    attn_fused_fwd<64><<<grid, threads, bytes>>>(a);
-  }
+  const unsigned threads = (unsigned)(S * 2); /* a warp per 16 query rows */
+  by_shape(S, hd, [&](auto s, auto d) {
+    static bool raised = (allow_smem(attn_fused_fwd<s, d>, bytes, "attn_fwd fused"), true);
+    (void)raised;
+    attn_fused_fwd<s, d><<<grid, threads, bytes>>>(a);
+  });
   LAUNCH_CHECK("attn_fwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
 }
 
 void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
                            const float *probs, const float *q, const float *k, const float *v,
                            int ld, int B, int S, int nh, int hd, float p, DropoutKey key) {
-  AttnArgs a = attn_args(q, k, v, ld, NULL, S, nh, hd, p, key);
+  AttnArgs a = attn_args(q, k, v, ld, NULL, nh, hd, p, key);
   a.probs = act16(probs), a.dctx = act16(dctx);
   a.dq = act16(dq), a.dk = act16(dk), a.dv = act16(dv);
   const size_t bytes = bwd_smem(S, hd);
   const dim3 grid((unsigned)nh, (unsigned)B);
-  const unsigned threads = (unsigned)(S / 8 * 32);
-  static int allowed32, allowed64;
-  if (hd == 32) {
-    allow_smem(attn_fused_bwd<32>, bytes, &allowed32, "attn_bwd fused");
-    attn_fused_bwd<32><<<grid, threads, bytes>>>(a);
-  } else {
-    allow_smem(attn_fused_bwd<64>, bytes, &allowed64, "attn_bwd fused");
-    attn_fused_bwd<64><<<grid, threads, bytes>>>(a);
-  }
+  const unsigned threads = (unsigned)(S * 4); /* two warps per 16 query rows */
+  by_shape(S, hd, [&](auto s, auto d) {
+    static bool raised = (allow_smem(attn_fused_bwd<s, d>, bytes, "attn_bwd fused"), true);
+    (void)raised;
+    attn_fused_bwd<s, d><<<grid, threads, bytes>>>(a);
+  });
   LAUNCH_CHECK("attn_bwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
 }

@@ -356,6 +356,15 @@ void model_forward_backward(Model *m, const Batch *b, int train, DropoutCtx d, f
 
   encoder_forward(m);
   heads_forward(m);
+  /* the backward is issued before the losses are read: reading them waits
+   * for the device, which would then idle until the backward's first
+   * launch (nothing in the backward writes xent) */
+  if (train && mlm_count + cls_count > 0) {
+    m->ops->zero(m->dh, (size_t)m->B * m->S * m->H * sizeof(float));
+    heads_backward(m, loss_weight, mlm_count, cls_count);
+    model_grads_ready(m, m->L);
+    encoder_backward(m);
+  }
 
   float x[6] = {0};
   m->ops->to_host(x, m->xent, sizeof x);
@@ -372,12 +381,6 @@ void model_forward_backward(Model *m, const Batch *b, int train, DropoutCtx d, f
   }
   st.loss = st.mlm_loss + st.cls_loss;
   if (out) *out = st;
-
-  if (!train || mlm_count + cls_count == 0) return;
-  m->ops->zero(m->dh, (size_t)m->B * m->S * m->H * sizeof(float));
-  heads_backward(m, loss_weight, mlm_count, cls_count);
-  model_grads_ready(m, m->L);
-  encoder_backward(m);
 }
 
 void model_set_grad_hook(Model *m, GradReadyFn fn, void *ctx) {
