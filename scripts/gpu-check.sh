@@ -85,12 +85,15 @@ printf '%s\n' "${ROWS[@]}"
 for f in ops memcheck train reference; do grep -h "max relative\|FAIL\|SKIP\|ERROR SUMMARY" "$LOG/$f.log" 2>/dev/null | head -5; done
 # cuBLASLt refusing an epilogue: results stay right, the fused bias is lost
 grep -h "cuBLASLt has no" "$LOG"/*.log 2>/dev/null | sed 's/^bertrain: //' | sort -u | head -5
+# sequences/s from the mean step; the median step is steadier where the host
+# stalls now and then (a shared VM)
 echo "throughput, batch 64 x 128 (sequences/s):"
 for m in mini base; do
   for v in fp32 tf32 bf16; do
     f=$LOG/bench-$m$([ $v != fp32 ] && echo -$v).log
-    printf '  bertrain bert-%-5s %-5s %s; %s; %s\n' $m $v \
+    printf '  bertrain bert-%-5s %-5s %s (%s ms/step); %s; %s\n' $m $v \
       "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')" \
+      "$(grep -o 'median [0-9.]*' "$f" 2>/dev/null || echo 'median -')" \
       "$(grep -o 'MFU [0-9.]*%' "$f" 2>/dev/null || echo 'MFU -')" \
       "$(grep -o 'peak device memory [0-9.]* MiB' "$f" 2>/dev/null || echo '')"
   done
