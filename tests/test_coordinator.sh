@@ -171,7 +171,8 @@ mkdir -p bin slurm-state
 cat > bin/sbatch <<'EOF'
 #!/bin/bash
 # Records its arguments, prints a job id, and runs the job script in the
-# background (after FAKE_SLURM_DELAY seconds) unless the job's name is
+# background (after FAKE_SLURM_DELAY seconds, and once the file
+# FAKE_SLURM_HOLD exists when that is set, 2 minutes at most) unless the job's name is
 # FAKE_SLURM_DROP, which "times out" without running.
 echo "$*" >> "$FAKE_SLURM/calls"
 n=$(( $(cat "$FAKE_SLURM/next" 2>/dev/null || echo 1000) + 1 ))
@@ -195,6 +196,7 @@ fi
 echo PENDING > "$FAKE_SLURM/$n.state"
 (
   sleep "${FAKE_SLURM_DELAY:-0}"
+  for i in $(seq 1 600); do [ -z "${FAKE_SLURM_HOLD:-}" ] || [ -e "$FAKE_SLURM_HOLD" ] && break; sleep 0.2; done
   echo RUNNING > "$FAKE_SLURM/$n.state"
   SLURM_JOB_ID=$n BERTRAIN=${exp#ALL,BERTRAIN=} bash "$script" "$@" > "${out//%j/$n}" 2>&1
   rc=$?
@@ -241,12 +243,13 @@ grep -q "^| 2 | 20 | .* | failed (exit 143) |" run-s/report/Report.md && pass ||
 
 # A job still in Slurm when pre-training ends: left there, then aggregated by 'bertrain report'.
 cp -r pre run-s2
-PATH=$T_DIR/bin:$PATH FAKE_SLURM_DELAY=2 timeout 240 "$COORD_DRIVER" "$CFG" run-s2 "$BERTRAIN" \
-  --set finetune.launcher=slurm --set "finetune.sbatch=$SRC/slurm/finetune.sbatch" \
+PATH=$T_DIR/bin:$PATH FAKE_SLURM_HOLD=$T_DIR/s2-release timeout 240 "$COORD_DRIVER" "$CFG" run-s2 \
+  "$BERTRAIN" --set finetune.launcher=slurm --set "finetune.sbatch=$SRC/slurm/finetune.sbatch" \
   --set "finetune.tasks=mrpc:$T_DIR/mrpc" $(milestones run-s2 3) > driver-s2.out 2> driver-s2.err &&
   pass || fail "coord_driver (slurm, leaving a job) exited non-zero: $(tail -5 driver-s2.err)"
 grep -q "1 fine-tuning job(s) still in Slurm (squeue -j 1003); when they have ended, 'bertrain report run-s2'" driver-s2.err &&
   pass || fail "no word on the job left in Slurm: $(cat driver-s2.err)"
+touch "$T_DIR/s2-release" # held until pre-training has ended, whatever the machine's load
 for i in $(seq 1 120); do [ "$(val run-s2/finetune/epoch-0003/status state)" = done ] && break; sleep 0.5; done
 grep -q "^mrpc,3,train," run-s2/metrics.csv && fail "run-s2: metrics of an unfinished job before the report" || pass
 "$BERTRAIN" report run-s2 > /dev/null 2>&1 && grep -q "^mrpc,3,validation,.*,epoch_accuracy," run-s2/metrics.csv &&
@@ -258,11 +261,18 @@ grep -q "^mrpc,3,train," run-s2/metrics.csv && fail "run-s2: metrics of an unfin
 cp -r pre run-s4
 SL=(--set finetune.launcher=slurm --set "finetune.sbatch=$SRC/slurm/finetune.sbatch"
     --set "finetune.tasks=mrpc:$T_DIR/mrpc" $(milestones run-s4 3))
-PATH=$T_DIR/bin:$PATH FAKE_SLURM_DELAY=4 timeout 60 "$COORD_DRIVER" "$CFG" run-s4 "$BERTRAIN" "${SL[@]}" \
-  > driver-s4.out 2> driver-s4.err || fail "coord_driver (slurm, first start) exited non-zero"
+# The job is held until the second start follows it (a fixed delay raced
+# with a loaded machine: the job could end first).
+PATH=$T_DIR/bin:$PATH FAKE_SLURM_HOLD=$T_DIR/s4-release timeout 60 "$COORD_DRIVER" "$CFG" run-s4 \
+  "$BERTRAIN" "${SL[@]}" > driver-s4.out 2> driver-s4.err ||
+  fail "coord_driver (slurm, first start) exited non-zero"
 id=$(val run-s4/finetune/epoch-0003/status job_id)
 PATH=$T_DIR/bin:$PATH timeout 120 "$COORD_DRIVER" "$CFG" run-s4 "$BERTRAIN" "${SL[@]}" --wait 100 \
-  > driver-s4b.out 2> driver-s4b.err || fail "coord_driver (slurm, second start) exited non-zero"
+  > driver-s4b.out 2> driver-s4b.err &
+s4b=$!
+for i in $(seq 1 200); do grep -q "following Slurm job" driver-s4b.err && break; sleep 0.3; done
+touch "$T_DIR/s4-release"
+wait $s4b || fail "coord_driver (slurm, second start) exited non-zero"
 grep -q "mrpc from epoch 3: following Slurm job $id again" driver-s4b.err && pass ||
   fail "the second start did not follow job $id: $(cat driver-s4b.err)"
 [ "$(grep -c 'job-name=bertrain-ft-e0003-mrpc' slurm-state/calls)" = 2 ] && pass ||
