@@ -92,24 +92,23 @@ __device__ inline void load_rows(bf16 *const (&dst)[M], int ldd, const bf16 *con
                                  const size_t (&ld)[M], int n) {
   const int per_row = HD / 8, total = n * per_row, step = blockDim.x;
   for (int u0 = threadIdx.x; u0 < total; u0 += 4 * step) {
+    /* f(m, i, row, column) for this thread's packs of the batch */
+    auto each = [&](auto f) {
+#pragma unroll
+      for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const int u = u0 + i * step;
+          if (u < total) f(m, i, u / per_row, u % per_row * 8);
+        }
+    };
     Pack<bf16> v[M][4];
-#pragma unroll
-    for (int m = 0; m < M; m++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int u = u0 + i * step;
-        if (u < total)
-          v[m][i] = *reinterpret_cast<const Pack<bf16> *>(src[m] + u / per_row * ld[m] +
-                                                           u % per_row * 8);
-      }
-#pragma unroll
-    for (int m = 0; m < M; m++)
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int u = u0 + i * step;
-        if (u < total)
-          *reinterpret_cast<Pack<bf16> *>(dst[m] + u / per_row * ldd + u % per_row * 8) = v[m][i];
-      }
+    each([&](int m, int i, int r, int c) {
+      v[m][i] = *reinterpret_cast<const Pack<bf16> *>(src[m] + r * ld[m] + c);
+    });
+    each([&](int m, int i, int r, int c) {
+      *reinterpret_cast<Pack<bf16> *>(dst[m] + r * ldd + c) = v[m][i];
+    });
   }
 }
 
@@ -396,20 +395,34 @@ template <class F> static void by_shape(int S, int hd, F f) {
   }
 }
 
+/* One launch of the forward or the backward kernel for a's shape, the
+ * kernel's shared memory limit raised at its first launch. */
+static void fused_launch(bool bwd, const AttnArgs &a, int B, int S, int nh, int hd) {
+  const size_t bytes = bwd ? bwd_smem(S, hd) : fwd_smem(S, hd);
+  const char *op = bwd ? "attn_bwd fused" : "attn_fwd fused";
+  const dim3 grid((unsigned)nh, (unsigned)B);
+  /* a warp per 16 query rows forward, two backward */
+  const unsigned threads = (unsigned)(S * (bwd ? 4 : 2));
+  by_shape(S, hd, [&](auto s, auto d) {
+    if (bwd) {
+      static bool raised = (allow_smem(attn_fused_bwd<s, d>, bytes, op), true);
+      (void)raised;
+      attn_fused_bwd<s, d><<<grid, threads, bytes>>>(a);
+    } else {
+      static bool raised = (allow_smem(attn_fused_fwd<s, d>, bytes, op), true);
+      (void)raised;
+      attn_fused_fwd<s, d><<<grid, threads, bytes>>>(a);
+    }
+  });
+  LAUNCH_CHECK("%s (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", op, B, S, nh, hd, bytes);
+}
+
 void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
                            const float *v, int ld, const int32_t *mask, int B, int S, int nh,
                            int hd, float p, DropoutKey key) {
   AttnArgs a = attn_args(q, k, v, ld, mask, nh, hd, p, key);
   a.ctx = act16(ctx), a.probs = act16(probs);
-  const size_t bytes = fwd_smem(S, hd);
-  const dim3 grid((unsigned)nh, (unsigned)B);
-  const unsigned threads = (unsigned)(S * 2); /* a warp per 16 query rows */
-  by_shape(S, hd, [&](auto s, auto d) {
-    static bool raised = (allow_smem(attn_fused_fwd<s, d>, bytes, "attn_fwd fused"), true);
-    (void)raised;
-    attn_fused_fwd<s, d><<<grid, threads, bytes>>>(a);
-  });
-  LAUNCH_CHECK("attn_fwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
+  fused_launch(false, a, B, S, nh, hd);
 }
 
 void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
@@ -418,13 +431,5 @@ void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
   AttnArgs a = attn_args(q, k, v, ld, NULL, nh, hd, p, key);
   a.probs = act16(probs), a.dctx = act16(dctx);
   a.dq = act16(dq), a.dk = act16(dk), a.dv = act16(dv);
-  const size_t bytes = bwd_smem(S, hd);
-  const dim3 grid((unsigned)nh, (unsigned)B);
-  const unsigned threads = (unsigned)(S * 4); /* two warps per 16 query rows */
-  by_shape(S, hd, [&](auto s, auto d) {
-    static bool raised = (allow_smem(attn_fused_bwd<s, d>, bytes, "attn_bwd fused"), true);
-    (void)raised;
-    attn_fused_bwd<s, d><<<grid, threads, bytes>>>(a);
-  });
-  LAUNCH_CHECK("attn_bwd fused (B=%d S=%d nh=%d hd=%d, %zu bytes shared)", B, S, nh, hd, bytes);
+  fused_launch(true, a, B, S, nh, hd);
 }
