@@ -4,7 +4,7 @@
  * memory, and the score matrices never leave the chip but for the saved
  * probabilities. The products run on the tensor cores (wmma: bf16 in, fp32
  * accumulated); the softmax, the mask and the dropout work on the scores as
- * the products leave them, a warp per 16 query rows.
+ * the products leave them, a warp (backward: two) per 16 query rows.
  *
  * Same arithmetic as attention.cu's path but for roundings: the scores and
  * dP stay fp32 between the products (that path rounds them to bf16), and
@@ -52,7 +52,7 @@ struct AttnArgs {
 template <class L> using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, L>;
 template <class L> using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, L>;
 
-/* acc[t] += A_kk B_kk,t for t < NT, kk < NK: A_kk the 16 x 16 tile at a +
+/* acc[t] = the sum of A_kk B_kk,t over kk < NK, for t < NT: A_kk the 16 x 16 tile at a +
  * kk * a_step, B_kk,t the tile at b + kk * b_step + t * b_tile, in the
  * layouts LA and LB (col_major: the transpose of what is stored). The
  * bounds are constants, so the loads of a step are issued together. */
