@@ -8,7 +8,8 @@
  * dropout's backward as it reads dP. Q, K, V, ctx, probs and the gradients are activations: fp32,
  * or bf16 activation buffers (activations.cu), which the bf16 products
  * read and write as they are. Dropped probabilities and their gradient
- * live in scratch memory of probs' size. */
+ * live in scratch memory of probs' size. bf16 activations at training's
+ * shapes take attention_fused.cu's kernels instead (attn_fused_fits). */
 #include <math.h>
 
 #include "ops_cuda_internal.cuh"
