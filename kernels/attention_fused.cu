@@ -1,5 +1,5 @@
 /* Self-attention in one kernel each way, for bf16 activations at the shapes
- * of training (S a multiple of 32 up to 128, head_dim 32 or 64): a block
+ * of training (S 64 or 128, head_dim 32 or 64): a block
  * holds one (sample, head)'s K and V (and, backward, Q and dC) in shared
  * memory, and the score matrices never leave the chip but for the saved
  * probabilities. The products run on the tensor cores (wmma: bf16 in, fp32
@@ -359,7 +359,9 @@ static bool fused_allowed(void) {
 bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int nh, int hd,
                      std::initializer_list<const void *> bufs) {
   if (!fused_allowed() || !bf16_acts) return false;
-  if (S % 32 != 0 || S > FUSED_MAX_S || (hd != 32 && hd != 64)) return false;
+  /* the sequence lengths BERT trains and fine-tunes at; each shape is a
+   * compiled instance of both kernels (others take attention.cu's path) */
+  if ((S != 64 && S != FUSED_MAX_S) || (hd != 32 && hd != 64)) return false;
   if (ld % 8 != 0 || (nh * hd) % 8 != 0) return false;
   for (const void *p : bufs)
     if (p && !aligned16(act16(p))) return false;
@@ -380,18 +382,15 @@ static AttnArgs attn_args(const float *q, const float *k, const float *v, int ld
 }
 
 /* f(S, hd) as compile-time constants for the shapes attn_fused_fits
- * takes: S = 32, 64, 96, 128; hd = 32, 64. */
+ * takes: S = 64, 128; hd = 32, 64. */
 template <int V> using Int = std::integral_constant<int, V>;
 template <class F> static void by_shape(int S, int hd, F f) {
-  switch (S / 32 * 100 + hd) {
-  case 132: f(Int<32>{}, Int<32>{}); break;
-  case 164: f(Int<32>{}, Int<64>{}); break;
-  case 232: f(Int<64>{}, Int<32>{}); break;
-  case 264: f(Int<64>{}, Int<64>{}); break;
-  case 332: f(Int<96>{}, Int<32>{}); break;
-  case 364: f(Int<96>{}, Int<64>{}); break;
-  case 432: f(Int<128>{}, Int<32>{}); break;
-  default: f(Int<128>{}, Int<64>{});
+  if (S == 64) {
+    if (hd == 32) f(Int<64>{}, Int<32>{});
+    else f(Int<64>{}, Int<64>{});
+  } else {
+    if (hd == 32) f(Int<128>{}, Int<32>{});
+    else f(Int<128>{}, Int<64>{});
   }
 }
 

@@ -576,7 +576,7 @@ static void test_dropout(int bwd, int in_place, float p, int quads) {
 
 /* fused: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
  * padding mask and dropout; otherwise separate buffers, no mask, no dropout.
- * nh heads of hd (hidden nh hd): with bf16, S a multiple of 32 up to 128 and
+ * nh heads of hd (hidden nh hd): with bf16, S 64 or 128 and
  * hd 32 or 64, the GPU takes its one-kernel path (attention_fused.cu). */
 static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
   const int hid = nh * hd, ld = fused ? 3 * hid : hid;
@@ -873,11 +873,13 @@ static void test_act_ops(void) {
   test_attention(2, 128, 1); /* register rows: one quad per lane, every lane busy */
   test_attention(1, 200, 1); /* register rows: two quads on some lanes */
   test_attention(1, 260, 0); /* register rows: three quads on some lanes, no mask */
-  /* BERT's heads (bf16: the one-kernel path): training's shape, a shorter
-   * S (fewer of each lane's octet slots used), and hd 32 */
+  /* BERT's heads (bf16: the one-kernel path at S 64 and 128): training's
+   * shape, a shorter S (fewer of each lane's octet slots used), hd 32; and
+   * S 96, which takes the batched products */
   test_attention_heads(2, 128, 1, 2, 64);
-  test_attention_heads(2, 96, 1, 1, 64);
+  test_attention_heads(2, 64, 1, 1, 64);
   test_attention_heads(2, 64, 1, 2, 32);
+  test_attention_heads(1, 96, 1, 1, 64);
   g_tol_override = tol;
   test_xent(40, V, 0);
   test_xent(7, 1000, 0);
