@@ -295,7 +295,8 @@ static __global__ void __launch_bounds__(S * 4, 1) attn_fused_bwd(AttnArgs a) {
   Pack<bf16> pq[S / 32];
 #pragma unroll
   for (int k = 0; k < S / 32; k++)
-    pq[k] = *reinterpret_cast<const Pack<bf16> *>(a.probs + (prow + L / 4) * S + 8 * (L % 4 + 4 * k));
+    pq[k] = *reinterpret_cast<const Pack<bf16> *>(a.probs + (prow + L / 4) * S +
+                                                  8 * (L % 4 + 4 * k));
   load_rows<HD, 4>({Ks, Vs, Qs, dCs}, LH,
                    {a.k + tok0 * ld + col, a.v + tok0 * ld + col, a.q + tok0 * ld + col,
                     a.dctx + tok0 * H + col},

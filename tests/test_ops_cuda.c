@@ -574,13 +574,13 @@ static void test_dropout(int bwd, int in_place, float p, int quads) {
 
 /* ---- attention ---- */
 
-/* fused: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
+/* packed: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
  * padding mask and dropout; otherwise separate buffers, no mask, no dropout.
  * nh heads of hd (hidden nh hd): with bf16, S 64 or 128 and
  * hd 32 or 64, the GPU takes its one-kernel path (attention_fused.cu). */
-static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
-  const int hid = nh * hd, ld = fused ? 3 * hid : hid;
-  const float p = fused ? 0.1f : 0.0f;
+static void test_attention_heads(int b, int s, int packed, int nh, int hd) {
+  const int hid = nh * hd, ld = packed ? 3 * hid : hid;
+  const float p = packed ? 0.1f : 0.0f;
   const size_t ntok = (size_t)b * s, nqkv = ntok * ld, np = (size_t)b * nh * s * s;
   float *q = rnd(nqkv, -1, 1), *kk = rnd(nqkv, -1, 1), *v = rnd(nqkv, -1, 1);
   float *dctx = rnd(ntok * hid, -1, 1), *dq0 = rnd(nqkv, -1, 1);
@@ -588,8 +588,8 @@ static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
    * = dC V^T has a large common part, which the softmax backward's
    * rowsum(P dP) must take out: with zero-mean V that term is small, and a
    * wrong one would pass unseen */
-  float *vv = fused ? q : v;
-  const int v0 = fused ? 2 * hid : 0;
+  float *vv = packed ? q : v;
+  const int v0 = packed ? 2 * hid : 0;
   for (size_t t = 0; t < ntok; t++)
     for (int c = 0; c < hid; c++) {
       float *e = &vv[t * ld + v0 + c];
@@ -606,19 +606,20 @@ static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
     float *dctx_out = putA(o, NULL, ntok * hid), *dprobs = putA(o, NULL, np);
-    float *qkv = fused ? putA(o, q, nqkv) : NULL;
-    const float *dqd = fused ? qkv : putA(o, q, nqkv), *dkd = fused ? qkv + hid : putA(o, kk, nqkv);
-    const float *dvd = fused ? qkv + 2 * hid : putA(o, v, nqkv);
-    o->attn_fwd(dctx_out, dprobs, dqd, dkd, dvd, ld, fused ? put_ids(o, mask, ntok) : NULL, b, s,
+    float *qkv = packed ? putA(o, q, nqkv) : NULL;
+    const float *dqd = packed ? qkv : putA(o, q, nqkv);
+    const float *dkd = packed ? qkv + hid : putA(o, kk, nqkv);
+    const float *dvd = packed ? qkv + 2 * hid : putA(o, v, nqkv);
+    o->attn_fwd(dctx_out, dprobs, dqd, dkd, dvd, ld, packed ? put_ids(o, mask, ntok) : NULL, b, s,
                 nh, hd, p, key);
     ctx[k] = get(o, dctx_out, ntok * hid);
     probs[k] = get(o, dprobs, np);
     /* the backward on the CPU's probabilities; gradients pre-filled, as
      * they must be overwritten */
     o->to_device(dprobs, probs[0], np * sizeof(float));
-    float *g1 = putA(o, dq0, nqkv), *g2 = fused ? g1 : putA(o, dq0, nqkv);
-    float *g3 = fused ? g1 : putA(o, dq0, nqkv);
-    float *gq = g1, *gk = fused ? g1 + hid : g2, *gv = fused ? g1 + 2 * hid : g3;
+    float *g1 = putA(o, dq0, nqkv), *g2 = packed ? g1 : putA(o, dq0, nqkv);
+    float *g3 = packed ? g1 : putA(o, dq0, nqkv);
+    float *gq = g1, *gk = packed ? g1 + hid : g2, *gv = packed ? g1 + 2 * hid : g3;
     o->attn_bwd(gq, gk, gv, putA(o, dctx, ntok * hid), dprobs, dqd, dkd, dvd, ld, b, s, nh, hd, p,
                 key);
     dq[k] = get(o, g1, nqkv);
@@ -627,11 +628,11 @@ static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
     release(o);
   }
   char name[40];
-  snprintf(name, sizeof name, "attn%s S=%d", fused ? "/fused" : "", s);
+  snprintf(name, sizeof name, "attn%s S=%d", packed ? "/qkv" : "", s);
   if (hd != HD) snprintf(name + strlen(name), sizeof name - strlen(name), " hd=%d", hd);
   compare(name, "probs", probs, np, TOL_F32);
   compare(name, "ctx", ctx, ntok * hid, TOL_F32);
-  if (fused) {
+  if (packed) {
     compare(name, "dqkv", dq, nqkv, TOL_F32); /* all three are thirds of this one */
     for (int k = 0; k < 3; k++) free(dk[k]), free(dv[k]);
   } else {
@@ -642,7 +643,7 @@ static void test_attention_heads(int b, int s, int fused, int nh, int hd) {
   free(q), free(kk), free(v), free(dctx), free(dq0), free(mask);
 }
 
-static void test_attention(int b, int s, int fused) { test_attention_heads(b, s, fused, NH, HD); }
+static void test_attention(int b, int s, int packed) { test_attention_heads(b, s, packed, NH, HD); }
 
 /* ---- cross-entropy ---- */
 
