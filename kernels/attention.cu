@@ -251,7 +251,7 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
   const bool acts16 = act_bf16("attn_fwd", {ctx, probs, q, k, v}); /* one kind, or die */
   WRITES(ctx, (size_t)B * S * nh * hd);
   WRITES(probs, (size_t)B * nh * S * S);
-  if (attn_fused_fits(acts16, q, ld, S, hd, {ctx, probs, q, k, v})) {
+  if (attn_fused_fits(acts16, q, k, v, probs, ld, S, hd)) {
     attn_fused_fwd_launch(ctx, probs, q, k, v, ld, mask, B, S, nh, hd, p, key);
     return;
   }
@@ -312,7 +312,7 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
   WRITES(dq, (size_t)B * S * ld);
   WRITES(dk, (size_t)B * S * ld);
   WRITES(dv, (size_t)B * S * ld);
-  if (attn_fused_fits(acts16, q, ld, S, hd, {dq, dk, dv, dctx, probs, q, k, v})) {
+  if (attn_fused_fits(acts16, q, k, v, probs, ld, S, hd)) {
     attn_fused_bwd_launch(dq, dk, dv, dctx, probs, q, k, v, ld, B, S, nh, hd, p, key);
     return;
   }

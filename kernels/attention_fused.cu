@@ -10,7 +10,14 @@
  * dP stay fp32 between the products (that path rounds them to bf16), and
  * the dropped probabilities and dS are bf16 operands as there. The dropout
  * masks are the same (element index: the flat index into probs [B, nh, S,
- * S]). Other shapes, fp32 and tf32 take attention.cu's path. */
+ * S]). Other shapes, fp32 and tf32 take attention.cu's path.
+ *
+ * The forward marks each dropped element of probs by its sign bit (a
+ * probability is never negative), so the backward reads the mask with P
+ * instead of drawing it again: the draws were about a third of its
+ * instructions. Only this backward reads the marks, and attn_fused_fits
+ * sends a forward and its backward the same way (ops.h: attn_bwd takes the
+ * probs of its own backend's attn_fwd). */
 #include <mma.h>
 #include <type_traits>
 #include <stdlib.h>
@@ -25,6 +32,7 @@ typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
 
 #define FUSED_MAX_S 128
 #define OUT_LD 20 /* fp32 row stride of the output stage: a tile at a time */
+#define SIGN16 0x8000u /* a bf16's sign bit: marks a dropped probability */
 
 /* Row strides in shared memory, padded by 16 bytes so that a warp's tile
  * loads fall on different banks, and keeping every 16-row tile 32-byte
@@ -138,8 +146,9 @@ __device__ inline void load8(const float *p, float v[8]) {
 }
 
 /* The forward's softmax of the warp's 16 score rows, staged (fp32) at
- * stage: probabilities to probs (row stride S) from row prow on, their
- * dropout, as bf16, over the stage (row stride over_ld). Lane l takes row
+ * stage: probabilities to probs (row stride S) from row prow on, the
+ * dropped ones marked, and their dropout, as bf16, over the stage (row
+ * stride over_ld). Lane l takes row
  * l / 2 and, in it, octets (8 elements) l % 2, l % 2 + 2, ... */
 template <int S>
 __device__ inline void softmax_rows(const AttnArgs &a, float *stage, const float *negs,
@@ -177,6 +186,7 @@ __device__ inline void softmax_rows(const AttnArgs &a, float *stage, const float
       store_as(&pr.v[i], x[k][i] * inv);
       /* dropped from the stored (rounded) probability, as the backward */
       store_as(&pd.v[i], keep[i] ? ldf(&pr.v[i]) * a.keep_scale : 0.0f);
+      if (!keep[i]) pr.v[i] = __ushort_as_bfloat16(__bfloat16_as_ushort(pr.v[i]) | SIGN16);
     }
     *reinterpret_cast<Pack<bf16> *>(a.probs + e0 + c) = pr;
     *reinterpret_cast<Pack<bf16> *>(Pw + r * over_ld(S) + c) = pd;
@@ -231,27 +241,27 @@ static __global__ void __launch_bounds__(S * 2, 2) attn_fused_fwd(AttnArgs a) {
  * staged (fp32) at stage, written over it (bf16, row stride over_ld: dS,
  * then dropped P). The tile's two warps share it: lane L = 32 (warp % 2) +
  * lane takes row L / 4 and, in it, octets L % 4, L % 4 + 4, ...; pq: those
- * octets of P, as loaded. */
+ * octets of P, as loaded (the dropped ones marked). */
 template <int S>
 __device__ inline void softmax_grad_rows(const AttnArgs &a, float *stage,
-                                         const Pack<bf16> (&pq)[S / 32], size_t prow) {
+                                         const Pack<bf16> (&pq)[S / 32]) {
   constexpr int NO = S / 32; /* octets per lane */
   const int L = 32 * (threadIdx.x / 32 % 2) + threadIdx.x % 32, r = L / 4;
-  const size_t e0 = a.key.elem_offset + (prow + r) * S;
-  float d[NO][8];
+  float d[NO][8], pv[NO][8];
   unsigned kept[NO]; /* bit i: element i of the octet is kept */
   float dot = 0.0f;
 #pragma unroll
   for (int k = 0; k < NO; k++) {
     const int c = 8 * (L % 4 + 4 * k);
     load8(stage + r * stage_ld(S) + c, d[k]);
-    bool keep[8];
-    pack_keeps(a.key, a.p, e0 + c, keep);
     kept[k] = 0;
     for (int i = 0; i < 8; i++) {
-      kept[k] |= (unsigned)keep[i] << i;
-      d[k][i] = keep[i] ? __fmul_rn(d[k][i], a.keep_scale) : 0.0f; /* dP */
-      dot += ldf(&pq[k].v[i]) * d[k][i];
+      const unsigned short u = __bfloat16_as_ushort(pq[k].v[i]);
+      const bool keep = !(u & SIGN16); /* the forward's mark */
+      kept[k] |= (unsigned)keep << i;
+      pv[k][i] = __bfloat162float(__ushort_as_bfloat16(u & ~SIGN16));
+      d[k][i] = keep ? __fmul_rn(d[k][i], a.keep_scale) : 0.0f; /* dP */
+      dot += pv[k][i] * d[k][i];
     }
   }
   /* the row's four lanes: the same sum in each (butterfly) */
@@ -264,9 +274,8 @@ __device__ inline void softmax_grad_rows(const AttnArgs &a, float *stage,
     const int c = 8 * (L % 4 + 4 * k);
     Pack<bf16> ds, pd;
     for (int i = 0; i < 8; i++) {
-      const float pv = ldf(&pq[k].v[i]);
-      store_as(&ds.v[i], pv * (d[k][i] - dot));
-      store_as(&pd.v[i], kept[k] >> i & 1 ? pv * a.keep_scale : 0.0f);
+      store_as(&ds.v[i], pv[k][i] * (d[k][i] - dot));
+      store_as(&pd.v[i], kept[k] >> i & 1 ? pv[k][i] * a.keep_scale : 0.0f);
     }
     *reinterpret_cast<Pack<bf16> *>(G + c) = ds;
     *reinterpret_cast<Pack<bf16> *>(G + S + c) = pd;
@@ -311,7 +320,7 @@ static __global__ void __launch_bounds__(S * 4, 1) attn_fused_bwd(AttnArgs a) {
   float *stage = reinterpret_cast<float *>(G + 16 * rt * LG);
   stage_tiles(stage + half * (S / 2), stage_ld(S), acc);
   __syncthreads(); /* both halves of every row tile are staged */
-  softmax_grad_rows<S>(a, stage, pq, prow);
+  softmax_grad_rows<S>(a, stage, pq);
   __syncthreads(); /* every row of G is in */
   /* dQ = dS K / sqrt(hd), the warp's half of the columns */
   Acc gq[NK / 2];
@@ -357,17 +366,27 @@ static bool fused_allowed(void) {
   return allowed;
 }
 
-bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int hd,
-                     std::initializer_list<const void *> bufs) {
+bool attn_fused_fits(bool bf16_acts, const float *q, const float *k, const float *v,
+                     const float *probs, int ld, int S, int hd) {
   if (!fused_allowed() || !bf16_acts) return false;
   /* the sequence lengths BERT trains and fine-tunes at; each shape is a
    * compiled instance of both kernels (others take attention.cu's path) */
   if ((S != 64 && S != FUSED_MAX_S) || (hd != 32 && hd != 64)) return false;
   if (ld % 8 != 0) return false; /* rows of whole 16-byte packs (hd, nh hd: multiples of 32) */
-  for (const void *p : bufs)
-    if (p && !aligned16(act16(p))) return false;
+  for (const void *p : {k, v, probs})
+    if (!aligned16(act16(p))) return false;
   /* the forward reads Q's tiles with wmma, which wants 32-byte alignment */
   return (uintptr_t)act16(q) % 32 == 0;
+}
+
+/* The arguments a forward and its backward do not share cannot decide the
+ * path (the backward must read the marks its forward wrote): when they do
+ * not fit, that is an error. Activation buffers are 256-byte aligned. */
+static void need_aligned(const char *op, std::initializer_list<const float *> bufs) {
+  for (const float *p : bufs)
+    if (!aligned16(act16(p)))
+      die("ops: %s: bf16 activation %p is not 16-byte aligned (the fused attention path, taken "
+          "for its Q, K, V and probs, needs all of them aligned)", op, (const void *)p);
 }
 
 static AttnArgs attn_args(const float *q, const float *k, const float *v, int ld,
@@ -420,6 +439,7 @@ static void fused_launch(bool bwd, const AttnArgs &a, int B, int S, int nh, int 
 void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
                            const float *v, int ld, const int32_t *mask, int B, int S, int nh,
                            int hd, float p, DropoutKey key) {
+  need_aligned("attn_fwd", {ctx});
   AttnArgs a = attn_args(q, k, v, ld, mask, nh, hd, p, key);
   a.ctx = act16(ctx), a.probs = act16(probs);
   fused_launch(false, a, B, S, nh, hd);
@@ -428,6 +448,7 @@ void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float
 void attn_fused_bwd_launch(float *dq, float *dk, float *dv, const float *dctx,
                            const float *probs, const float *q, const float *k, const float *v,
                            int ld, int B, int S, int nh, int hd, float p, DropoutKey key) {
+  need_aligned("attn_bwd", {dq, dk, dv, dctx});
   AttnArgs a = attn_args(q, k, v, ld, NULL, nh, hd, p, key);
   a.probs = act16(probs), a.dctx = act16(dctx);
   a.dq = act16(dq), a.dk = act16(dk), a.dv = act16(dv);

@@ -416,11 +416,12 @@ template <class F> void by_act(const char *op, std::initializer_list<const void 
 }
 
 /* attention_fused.cu: attention in one kernel each way, for bf16
- * activations at the shapes it takes (attn_fused_fits: bufs are the
- * activation arguments, which must be 16-byte aligned); arguments as
+ * activations at the shapes it takes (attn_fused_fits: decided by the
+ * arguments a forward and its backward share, so both go the same way; the
+ * launches die when the others are not 16-byte aligned); arguments as
  * Ops.attn_fwd / attn_bwd. */
-bool attn_fused_fits(bool bf16_acts, const float *q, int ld, int S, int hd,
-                     std::initializer_list<const void *> bufs);
+bool attn_fused_fits(bool bf16_acts, const float *q, const float *k, const float *v,
+                     const float *probs, int ld, int S, int hd);
 void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float *k,
                            const float *v, int ld, const int32_t *mask, int B, int S, int nh,
                            int hd, float p, DropoutKey key);

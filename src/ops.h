@@ -176,11 +176,14 @@ typedef struct Ops {
   /* ---- self-attention: scores = Q K^T / sqrt(hd) + ATTN_MASK_NEG where
    * mask[b, key] == 0; probs = softmax over keys (saved, before dropout);
    * ctx[B,S,nh*hd] (contiguous) = dropout(probs) V. mask [B,S] may be NULL.
-   * Dropout element index is the flat index into probs [B,nh,S,S]. ---- */
+   * Dropout element index is the flat index into probs [B,nh,S,S]. A
+   * backend may mark the dropped elements of probs by their sign bit (the
+   * CUDA backend's fused path does), so |probs| is the softmax. ---- */
   void (*attn_fwd)(float *ctx, float *probs, const float *q, const float *k, const float *v,
                    int ld, const int32_t *mask, int B, int S, int nh, int hd, float p,
                    DropoutKey key);
-  /* dq, dk, dv = ... (overwrite; row stride ld, may be thirds of one buffer) */
+  /* dq, dk, dv = ... (overwrite; row stride ld, may be thirds of one buffer);
+   * probs as this backend's attn_fwd wrote them, with the same q, k, v. */
   void (*attn_bwd)(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
                    const float *q, const float *k, const float *v, int ld, int B, int S,
                    int nh, int hd, float p, DropoutKey key);

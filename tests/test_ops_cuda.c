@@ -574,6 +574,32 @@ static void test_dropout(int bwd, int in_place, float p, int quads) {
 
 /* ---- attention ---- */
 
+/* Backend k's marks of dropped probabilities (sign bits, ops.h): none, or
+ * exactly the dropout mask. Takes the marks off probs (to compare) and
+ * returns the CPU's probabilities with them, the backward's input. */
+static float *check_marks(const char *op, int k, float *probs, const float *cpu, size_t n,
+                          float p, DropoutKey key) {
+  float *in = xmalloc(n * sizeof *in);
+  size_t marks = 0, wrong = 0;
+  for (size_t i = 0; i < n; i++) {
+    int marked = signbit(probs[i]) != 0,
+        dropped = p > 0.0f && !dropout_keep(key.seed, key.step, key.tensor, key.elem_offset + i, p);
+    marks += marked;
+    wrong += marked != dropped;
+    in[i] = marked ? -cpu[i] : cpu[i];
+    probs[i] = fabsf(probs[i]);
+  }
+  if (k > 0) {
+    int ok = marks == 0 || wrong == 0;
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", op, g_mode);
+    printf("%-18s marks   %zu marked, %zu differ from the mask  %s\n", name, marks,
+           marks ? wrong : 0, ok ? "PASS" : "FAIL");
+    CHECK(ok);
+  }
+  return in;
+}
+
 /* packed: Q, K, V are thirds of one [b*s, 3H] buffer (ld = 3H), with a
  * padding mask and dropout; otherwise separate buffers, no mask, no dropout.
  * nh heads of hd (hidden nh hd): with bf16, S 64 or 128 and
@@ -602,6 +628,9 @@ static void test_attention_heads(int b, int s, int packed, int nh, int hd) {
   /* S = 128: whole Philox blocks per 4 elements of a row, as in training;
    * other S: an odd offset, blocks split across them */
   DropoutKey key = rnd_key(s == 128 ? 768 : 777);
+  char name[40];
+  snprintf(name, sizeof name, "attn%s S=%d", packed ? "/qkv" : "", s);
+  if (hd != HD) snprintf(name + strlen(name), sizeof name - strlen(name), " hd=%d", hd);
   float *ctx[3], *probs[3], *dq[3], *dk[3], *dv[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
@@ -614,9 +643,12 @@ static void test_attention_heads(int b, int s, int packed, int nh, int hd) {
                 nh, hd, p, key);
     ctx[k] = get(o, dctx_out, ntok * hid);
     probs[k] = get(o, dprobs, np);
-    /* the backward on the CPU's probabilities; gradients pre-filled, as
-     * they must be overwritten */
-    o->to_device(dprobs, probs[0], np * sizeof(float));
+    /* the backward on the CPU's probabilities with this backend's marks of
+     * the dropped ones (ops.h); gradients pre-filled, as they must be
+     * overwritten */
+    float *in = check_marks(name, k, probs[k], probs[0], np, p, key);
+    o->to_device(dprobs, in, np * sizeof(float));
+    free(in);
     float *g1 = putA(o, dq0, nqkv), *g2 = packed ? g1 : putA(o, dq0, nqkv);
     float *g3 = packed ? g1 : putA(o, dq0, nqkv);
     float *gq = g1, *gk = packed ? g1 + hid : g2, *gv = packed ? g1 + 2 * hid : g3;
@@ -627,9 +659,6 @@ static void test_attention_heads(int b, int s, int packed, int nh, int hd) {
     dv[k] = get(o, g3, nqkv);
     release(o);
   }
-  char name[40];
-  snprintf(name, sizeof name, "attn%s S=%d", packed ? "/qkv" : "", s);
-  if (hd != HD) snprintf(name + strlen(name), sizeof name - strlen(name), " hd=%d", hd);
   compare(name, "probs", probs, np, TOL_F32);
   compare(name, "ctx", ctx, ntok * hid, TOL_F32);
   if (packed) {

@@ -30,4 +30,12 @@ inline float __bfloat162float(__nv_bfloat16 h) {
   return f;
 }
 
+/* The bits, as CUDA's reinterpreting casts. */
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) {
+  __nv_bfloat16 h;
+  h.x = u;
+  return h;
+}
+
 #endif
