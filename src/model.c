@@ -147,6 +147,30 @@ static void alloc_layers(Model *m, size_t n, size_t probs) {
   }
 }
 
+/* Each part rounded up to 64 elements, so that every view is as aligned as
+ * a buffer of its own (the fast paths of the kernels that read them want
+ * 16-byte alignment). */
+static size_t part_len(size_t n) { return (n + 63) / 64 * 64; }
+
+static void alloc_inputs(Model *m, size_t n, size_t B, size_t BP) {
+  const size_t len[7] = {part_len(n), part_len(n), part_len(n), part_len(B), part_len(B),
+                         part_len(BP), part_len(BP)};
+  int32_t **view[7] = {&m->ids, &m->types, &m->mask, &m->cls_idx, &m->labels, &m->mlm_idx,
+                       &m->mlm_lab};
+  m->inputs_n = 0;
+  for (int i = 0; i < 7; i++) m->inputs_n += len[i];
+  m->inputs = ibuf(m, m->inputs_n);
+  m->h_inputs = xcalloc(m->inputs_n, sizeof *m->h_inputs);
+  size_t at = 0;
+  for (int i = 0; i < 7; i++) {
+    *view[i] = m->inputs + at;
+    at += len[i];
+  }
+}
+
+/* The host staging part of device view v. */
+static int32_t *staged(const Model *m, const int32_t *v) { return m->h_inputs + (v - m->inputs); }
+
 static void alloc_buffers(Model *m) {
   const ModelOpts *o = &m->o;
   size_t H = (size_t)m->H, B = (size_t)o->max_batch, S = (size_t)o->seq_len;
@@ -159,18 +183,7 @@ static void alloc_buffers(Model *m) {
     m->m = fbuf(m, sz);
     m->v = fbuf(m, sz);
   }
-  m->ids = ibuf(m, n);
-  m->types = ibuf(m, n);
-  m->mask = ibuf(m, n);
-  m->cls_idx = ibuf(m, B);
-  m->labels = ibuf(m, B);
-  m->mlm_idx = ibuf(m, BP);
-  m->mlm_lab = ibuf(m, BP);
-  m->h_cls_idx = xcalloc(B, sizeof *m->h_cls_idx);
-  m->h_mlm_idx = xcalloc(BP, sizeof *m->h_mlm_idx);
-  m->h_mlm_lab = xcalloc(BP, sizeof *m->h_mlm_lab);
-  m->h_ones = xmalloc(n * sizeof *m->h_ones);
-  for (size_t i = 0; i < n; i++) m->h_ones[i] = 1;
+  alloc_inputs(m, n, B, BP);
 
   m->emb = abuf(m, n * H);
   m->emb_mean = fbuf(m, n);
@@ -261,10 +274,7 @@ void model_free(Model *m) {
   free(m->part);
   free(m->act);
   free(m->hidden);
-  free(m->h_cls_idx);
-  free(m->h_mlm_idx);
-  free(m->h_mlm_lab);
-  free(m->h_ones);
+  free(m->h_inputs);
   free(m);
 }
 
@@ -309,32 +319,38 @@ static void check_batch(const Model *m, const Batch *b, int train) {
     die("batch: training needs %s labels", o->mode == MODEL_PRETRAIN ? "next-sentence" : "class");
 }
 
-/* Uploads the batch; returns the counted MLM positions and labels. */
+/* Copies n elements of src (NULL: fill) into view v's staging part. */
+static void stage(const Model *m, const int32_t *v, const int32_t *src, size_t n, int32_t fill) {
+  int32_t *h = staged(m, v);
+  if (src) memcpy(h, src, n * sizeof *h);
+  else for (size_t i = 0; i < n; i++) h[i] = fill;
+}
+
+/* Uploads the batch in one transfer (a transfer is a wait on the device
+ * while it is idle); returns the counted MLM positions and labels. */
 static void upload(Model *m, const Batch *b, long *mlm_count, long *cls_count) {
-  const Ops *ops = m->ops;
   size_t n = (size_t)b->B * b->S;
-  ops->to_device(m->ids, b->input_ids, n * sizeof(int32_t));
-  if (b->segment_ids) ops->to_device(m->types, b->segment_ids, n * sizeof(int32_t));
-  else ops->zero(m->types, n * sizeof(int32_t));
-  ops->to_device(m->mask, b->input_mask ? b->input_mask : m->h_ones, n * sizeof(int32_t));
-  for (int i = 0; i < b->B; i++) m->h_cls_idx[i] = i * b->S;
-  ops->to_device(m->cls_idx, m->h_cls_idx, (size_t)b->B * sizeof(int32_t));
+  stage(m, m->ids, b->input_ids, n, 0);
+  stage(m, m->types, b->segment_ids, n, 0);
+  stage(m, m->mask, b->input_mask, n, 1);
+  int32_t *cls = staged(m, m->cls_idx);
+  for (int i = 0; i < b->B; i++) cls[i] = i * b->S;
   *cls_count = 0;
   if (b->labels) {
-    ops->to_device(m->labels, b->labels, (size_t)b->B * sizeof(int32_t));
+    stage(m, m->labels, b->labels, (size_t)b->B, 0);
     for (int i = 0; i < b->B; i++) *cls_count += b->labels[i] >= 0;
   }
   *mlm_count = 0;
-  if (m->o.mode != MODEL_PRETRAIN) return;
-  int np = b->B * b->P;
-  for (int i = 0; i < np; i++) {
-    int pos = b->mlm_positions[i], id = b->mlm_ids ? b->mlm_ids[i] : -1;
-    m->h_mlm_idx[i] = (i / b->P) * b->S + pos;
-    m->h_mlm_lab[i] = (pos == 0 && id == 0) ? -1 : id;
-    *mlm_count += m->h_mlm_lab[i] >= 0;
+  if (m->o.mode == MODEL_PRETRAIN) {
+    int32_t *idx = staged(m, m->mlm_idx), *lab = staged(m, m->mlm_lab);
+    for (int i = 0; i < b->B * b->P; i++) {
+      int pos = b->mlm_positions[i], id = b->mlm_ids ? b->mlm_ids[i] : -1;
+      idx[i] = (i / b->P) * b->S + pos;
+      lab[i] = (pos == 0 && id == 0) ? -1 : id;
+      *mlm_count += lab[i] >= 0;
+    }
   }
-  ops->to_device(m->mlm_idx, m->h_mlm_idx, (size_t)np * sizeof(int32_t));
-  ops->to_device(m->mlm_lab, m->h_mlm_lab, (size_t)np * sizeof(int32_t));
+  m->ops->to_device(m->inputs, m->h_inputs, m->inputs_n * sizeof(int32_t));
 }
 
 /* ---- forward / backward ---- */

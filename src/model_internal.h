@@ -57,13 +57,14 @@ struct Model {
   float p_hid, p_attn; /* dropout in effect for this call (0 in eval) */
   DropoutCtx drop;
 
-  /* device inputs */
+  /* device inputs: views of one buffer, uploaded in one transfer from
+   * h_inputs, where each view's part sits at the same offset */
   int32_t *ids, *types, *mask;  /* [B*S] */
   int32_t *cls_idx;             /* [B]: row of each sample's [CLS] */
   int32_t *labels;              /* [B] */
   int32_t *mlm_idx, *mlm_lab;   /* [B*P]: row in the sequence output, label or -1 */
-  /* host staging for the derived indices */
-  int32_t *h_cls_idx, *h_mlm_idx, *h_mlm_lab, *h_ones; /* h_ones: mask when none */
+  int32_t *inputs, *h_inputs;
+  size_t inputs_n;              /* elements of both */
 
   /* activations */
   float *emb, *emb_mean, *emb_rstd; /* embedding sum [n, H] before LayerNorm */
