@@ -76,6 +76,24 @@ static unsigned next_chunk(RangeChunk *c, const char *op, const ParamRange *r, i
   return (unsigned)tiles;
 }
 
+/* ---- clipping on the device (OptParams.grad_sumsq) ---- */
+
+struct Clip {
+  const float *sumsq; /* NULL: none */
+  float max_norm;
+};
+
+static Clip clip_of(const OptParams *o) { return Clip{o->grad_sumsq, o->max_norm}; }
+
+/* k with the clipping's factor in its gradient scale; false when the step
+ * is skipped (the norm is not finite). Every thread reads the one value. */
+__device__ static inline bool clipped(Moments &k, const Clip &c) {
+  if (!c.sumsq) return true;
+  const float f = optim_clip_factor(*c.sumsq, c.max_norm);
+  k.gs *= f;
+  return f >= 0.0f;
+}
+
 /* ---- AdamW ---- */
 
 __device__ static inline void update_moments(const Moments &k, float g, float *m, float *v) {
@@ -88,6 +106,7 @@ __device__ static inline void update_moments(const Moments &k, float g, float *m
 struct AdamwStep {
   Moments k;
   float step_size, sqrt_c2, eps, shrink;
+  Clip clip;
 };
 
 /* One element's step, in the CPU backend's order of operations. */
@@ -104,6 +123,7 @@ __device__ static inline void adamw_one(const AdamwStep &a, int decay, float g, 
  * at a time. */
 static __global__ void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float *m,
                                     float *v, RangeChunk c, AdamwStep a) {
+  if (!clipped(a.k, a.clip)) return;
   const Tile s = block_tile(c);
   const int decay = c.decay[s.t];
   size_t lo = s.lo;
@@ -156,6 +176,7 @@ void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *
   a.sqrt_c2 = sqrtf(a.k.c2);
   a.eps = o->eps;
   a.shrink = 1.0f - o->lr * o->weight_decay;
+  a.clip = clip_of(o);
   __nv_bfloat16 *w16 = optimizer_begin("adamw", w, m, v, r, nr);
   RangeChunk c;
   for (int next = 0, from = 0; next < nr; from = next) {
@@ -177,8 +198,9 @@ __device__ static inline float lamb_update(const Moments &k, float m, float v, f
 /* Block b: the moments of tile b, and its partial sums of w^2 and u^2 into
  * part[2b], part[2b+1]. */
 static __global__ void lamb_moments_kernel(double *part, const float *w, const float *g, float *m,
-                                           float *v, RangeChunk c, Moments k, float eps,
+                                           float *v, RangeChunk c, Moments k, Clip clip, float eps,
                                            float weight_decay) {
+  if (!clipped(k, clip)) return;
   const Tile s = block_tile(c);
   const float wd = c.decay[s.t] ? weight_decay : 0.0f;
   double sw = 0.0, su = 0.0;
@@ -215,8 +237,9 @@ static __global__ void lamb_ratio_kernel(float *step, const double *part, RangeC
 }
 
 static __global__ void lamb_apply_kernel(float *w, __nv_bfloat16 *w16, const float *m,
-                                         const float *v, RangeChunk c, Moments k, float eps,
-                                         float weight_decay, const float *step) {
+                                         const float *v, RangeChunk c, Moments k, Clip clip,
+                                         float eps, float weight_decay, const float *step) {
+  if (!clipped(k, clip)) return; /* the ratio kernel's steps are then unread */
   const Tile s = block_tile(c);
   const float wd = c.decay[s.t] ? weight_decay : 0.0f, st = step[s.t];
   for (size_t i = s.lo + threadIdx.x; i < s.hi; i += blockDim.x) {
@@ -237,12 +260,14 @@ void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r
     double *part = (double *)cuda_scratch(2 * (size_t)tiles * sizeof(double) +
                                           CHUNK_RANGES * sizeof(float));
     float *step = (float *)(part + 2 * (size_t)tiles);
-    lamb_moments_kernel<<<tiles, THREADS>>>(part, w, g, m, v, c, k, o->eps, o->weight_decay);
+    lamb_moments_kernel<<<tiles, THREADS>>>(part, w, g, m, v, c, k, clip_of(o), o->eps,
+                                            o->weight_decay);
     LAUNCH_CHECK("lamb moments (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1,
                  nr, c.n, tiles);
     lamb_ratio_kernel<<<(unsigned)c.n, THREADS>>>(step, part, c, o->lr);
     LAUNCH_CHECK("lamb ratio (ranges %d..%d of %d: %d non-empty)", from, next - 1, nr, c.n);
-    lamb_apply_kernel<<<tiles, THREADS>>>(w, w16, m, v, c, k, o->eps, o->weight_decay, step);
+    lamb_apply_kernel<<<tiles, THREADS>>>(w, w16, m, v, c, k, clip_of(o), o->eps, o->weight_decay,
+                                          step);
     LAUNCH_CHECK("lamb apply (ranges %d..%d of %d: %d non-empty, %u blocks)", from, next - 1, nr,
                  c.n, tiles);
   }

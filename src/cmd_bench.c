@@ -134,11 +134,9 @@ static double train_step(Bench *b, int step, int last, int timed) {
   b->ops->sync();
   add_time(&b->t.comm, t0, timed);
   t0 = now_seconds();
-  float norm = model_grad_norm(b->m);
   OptParams o = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
-                 .weight_decay = 0.01f, .grad_scale = norm > 1.0f ? 1.0f / norm : 1.0f,
-                 .step = step, .bias_correction = 1};
-  model_step(b->m, b->kind, &o);
+                 .weight_decay = 0.01f, .grad_scale = 1.0f, .step = step, .bias_correction = 1};
+  model_step_clipped(b->m, b->kind, &o, 1.0f);
   b->ops->sync();
   add_time(&b->t.compute, t0, timed);
   return st.loss;

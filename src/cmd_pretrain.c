@@ -281,8 +281,18 @@ static int update(Trainer *tr, int64_t s, const Acc *a, double *lr, double *norm
   const Config *c = tr->c;
   double t0 = now_seconds();
   double loss = acc_mean(a, A_LOSS);
-  *norm = model_grad_norm(tr->m);
   *lr = lr_at((int)s, (int)tr->total, (int)tr->warmup, c->pretrain.lr);
+  if (isfinite(loss)) {
+    /* clipped on the device, which skips the step when the norm is not
+     * finite; the norm is read after the step is queued */
+    OptParams o = {.lr = (float)*lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
+                   .weight_decay = (float)c->pretrain.weight_decay, .grad_scale = 1.0f,
+                   .step = (int)tr->st.opt_step + 1, .bias_correction = 1};
+    model_step_clipped(tr->m, tr->opt, &o, (float)c->pretrain.max_grad_norm);
+    *norm = model_last_grad_norm(tr->m);
+  } else {
+    *norm = model_grad_norm(tr->m);
+  }
   if (!isfinite(loss) || !isfinite(*norm)) {
     if (!c->pretrain.skip_nonfinite)
       die_all("pretrain: the %s is not finite (loss %g: MLM %g, NSP %g; gradient norm %g) at "
@@ -296,9 +306,6 @@ static int update(Trainer *tr, int64_t s, const Acc *a, double *lr, double *norm
     return 0;
   }
   tr->st.opt_step++;
-  OptParams o = {(float)*lr, 0.9f, 0.999f, 1e-6f, (float)c->pretrain.weight_decay,
-                 clip_scale(*norm, c->pretrain.max_grad_norm), (int)tr->st.opt_step, 1};
-  model_step(tr->m, tr->opt, &o);
   tr->ops->sync();
   tr->tm.compute += now_seconds() - t0;
   return 1;

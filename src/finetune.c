@@ -264,13 +264,15 @@ static int train_step(Job *j, ClassifyBatch *cb, const long *rows, int nb, int s
   if (!isfinite(*loss))
     return fail(j, "finetune: the loss is not finite (%g) at step %d; lower finetune.lr (now %g)",
                 *loss, step, c->finetune.lr);
-  double norm = model_grad_norm(j->m);
+  double lr = lr_at(step, j->total, j->warmup, c->finetune.lr);
+  OptParams o = {.lr = (float)lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
+                 .weight_decay = (float)c->finetune.weight_decay, .grad_scale = 1.0f, .step = step,
+                 .bias_correction = 1};
+  model_step_clipped(j->m, OPT_ADAMW, &o, (float)c->finetune.max_grad_norm);
+  /* the device skipped the step if the norm is not finite */
+  double norm = model_last_grad_norm(j->m);
   if (!isfinite(norm))
     return fail(j, "finetune: the gradient norm is not finite (%g) at step %d", norm, step);
-  double lr = lr_at(step, j->total, j->warmup, c->finetune.lr);
-  OptParams o = {(float)lr, 0.9f, 0.999f, 1e-6f, (float)c->finetune.weight_decay,
-                 clip_scale(norm, c->finetune.max_grad_norm), step, 1};
-  model_step(j->m, OPT_ADAMW, &o);
   return 0;
 }
 

@@ -182,6 +182,7 @@ static void alloc_buffers(Model *m) {
     m->grads = fbuf(m, sz);
     m->m = fbuf(m, sz);
     m->v = fbuf(m, sz);
+    m->grad_sumsq = fbuf(m, 1);
   }
   alloc_inputs(m, n, B, BP);
 
@@ -438,18 +439,34 @@ void model_zero_grad(Model *m) {
   m->ops->zero(m->grads, m->t->size * sizeof(float));
 }
 
+static void grad_sumsq(Model *m) { m->ops->sumsq(m->grad_sumsq, m->grads, m->t->size); }
+
+float model_last_grad_norm(Model *m) {
+  need_training(m, "model_last_grad_norm");
+  float s;
+  m->ops->to_host(&s, m->grad_sumsq, sizeof s);
+  return sqrtf(s);
+}
+
 float model_grad_norm(Model *m) {
   need_training(m, "model_grad_norm");
-  float s;
-  m->ops->sumsq(m->xent, m->grads, m->t->size);
-  m->ops->to_host(&s, m->xent, sizeof s);
-  return sqrtf(s);
+  grad_sumsq(m);
+  return model_last_grad_norm(m);
 }
 
 void model_step(Model *m, ModelOptKind kind, const OptParams *o) {
   need_training(m, "model_step");
   if (kind == OPT_LAMB) m->ops->lamb(m->params, m->grads, m->m, m->v, m->ranges, m->nranges, o);
   else m->ops->adamw(m->params, m->grads, m->m, m->v, m->ranges, m->nranges, o);
+}
+
+void model_step_clipped(Model *m, ModelOptKind kind, const OptParams *o, float max_norm) {
+  need_training(m, "model_step_clipped");
+  grad_sumsq(m);
+  OptParams c = *o;
+  c.grad_sumsq = m->grad_sumsq;
+  c.max_norm = max_norm;
+  model_step(m, kind, &c);
 }
 
 /* ---- transfers ---- */

@@ -122,9 +122,12 @@ void model_pooled_output(const Model *m, float *host);   /* [B, hidden] */
 
 /* ---- training (needs opts.training) ---- */
 void model_zero_grad(Model *m);
-/* Global L2 norm of the whole gradient buffer (ops->sumsq). Clip with
- * OptParams.grad_scale = min(1, max_norm / norm). */
+/* Global L2 norm of the whole gradient buffer (ops->sumsq), read by the
+ * host (a wait on the device). Clip with OptParams.grad_scale = min(1,
+ * max_norm / norm), or take model_step_clipped. */
 float model_grad_norm(Model *m);
+/* The norm model_grad_norm or model_step_clipped last took (a wait). */
+float model_last_grad_norm(Model *m);
 
 typedef enum { OPT_ADAMW, OPT_LAMB } ModelOptKind; /* cli.h has an OptKind */
 /* One optimizer step over the tensors this mode trains: embeddings, encoder,
@@ -132,6 +135,11 @@ typedef enum { OPT_ADAMW, OPT_LAMB } ModelOptKind; /* cli.h has an OptKind */
  * is. Weight decay and LAMB's trust ratio skip biases and LayerNorm
  * parameters (ParamTable no_decay). The caller fills o (step from 1). */
 void model_step(Model *m, ModelOptKind kind, const OptParams *o);
+/* model_step with the gradient clipped to max_norm (0: not clipped) on the
+ * device: the norm is taken and applied there, so the host does not wait
+ * for it; when it is not finite, nothing changes (the step is skipped:
+ * check model_last_grad_norm). o->grad_scale multiplies as in model_step. */
+void model_step_clipped(Model *m, ModelOptKind kind, const OptParams *o, float max_norm);
 
 /* ---- transfers; host buffers hold params_size(table) floats ---- */
 void model_params_to_host(const Model *m, float *host);

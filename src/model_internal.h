@@ -78,6 +78,7 @@ struct Model {
   float *gath, *t1, *t2, *t3, *t_mean, *t_rstd;     /* MLM transform [B*P, H] */
   float *mlm_logits;                                /* [B*P, V] */
   float *xent;                                      /* [6]: MLM then NSP/CLS */
+  float *grad_sumsq;                                /* [1]: training only */
   int has_mlm_labels, has_labels;
 
   /* backward scratch (training) */

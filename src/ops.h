@@ -58,6 +58,13 @@ typedef struct OptParams {
   float grad_scale;    /* gradients are multiplied by this first (clipping); 1 = none */
   int step;            /* 1 for the first step; used for bias correction */
   int bias_correction; /* 1: divide m, v by (1 - beta^step); 0: original BERT */
+  /* NULL, or the gradient's sum of squares in the backend's memory
+   * (sumsq's out): the gradient is then also scaled by
+   * optim_clip_factor(*grad_sumsq, max_norm) (optim_moments.h), taken where
+   * the step runs, so that the host does not wait for the norm; when the
+   * norm is not finite the step leaves w, m and v as they are. */
+  const float *grad_sumsq;
+  float max_norm; /* 0: no clipping */
 } OptParams;
 
 /* What a backend runs on, for benchmark reports. */

@@ -14,10 +14,21 @@ static inline void update_moments(const Moments *k, float g, float *m, float *v)
   *v = k->b2 * *v + k->one_b2 * g * g;
 }
 
+/* The clipping of OptParams.grad_sumsq into k's gradient scale (the CPU
+ * backend's memory is the host's); 0 when the step is skipped. */
+static int clip(Moments *k, const OptParams *o) {
+  if (!o->grad_sumsq) return 1;
+  const float f = optim_clip_factor(*o->grad_sumsq, o->max_norm);
+  if (f < 0.0f) return 0;
+  k->gs *= f;
+  return 1;
+}
+
 void cpu_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                const OptParams *o) {
   Moments k = optim_moments(o, "adamw");
   optim_check_ranges("adamw", r, nr);
+  if (!clip(&k, o)) return;
   const float step_size = (float)((double)o->lr / k.c1), sqrt_c2 = sqrtf(k.c2), eps = o->eps;
   const float shrink = 1.0f - o->lr * o->weight_decay;
   for (int t = 0; t < nr; t++) {
@@ -41,6 +52,7 @@ void cpu_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r,
               const OptParams *o) {
   Moments k = optim_moments(o, "lamb");
   optim_check_ranges("lamb", r, nr);
+  if (!clip(&k, o)) return;
   size_t most = 0;
   for (int t = 0; t < nr; t++) most = r[t].count > most ? r[t].count : most;
   double *part = xmalloc(2 * (n_blocks(most, SUM_BLOCK) + 1) * sizeof *part);

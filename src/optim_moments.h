@@ -10,6 +10,22 @@
 #include "ops.h"
 #include "util.h"
 
+#ifdef __CUDACC__
+#define OPTIM_FN __host__ __device__ static inline
+#else
+#define OPTIM_FN static inline
+#endif
+
+/* The factor that clips a gradient whose sum of squares is sumsq to the
+ * norm max_norm (0: no clipping); -1 when the norm is not finite (the step
+ * is skipped). The same arithmetic on the host and the device. */
+OPTIM_FN float optim_clip_factor(float sumsq, float max_norm) {
+  const float norm = sqrtf(sumsq);
+  if (!isfinite(norm)) return -1.0f;
+  if (max_norm > 0.0f && norm > max_norm) return (float)((double)max_norm / (double)norm);
+  return 1.0f;
+}
+
 typedef struct Moments {
   float b1, b2, one_b1, one_b2, gs, c1, c2;
 } Moments;

@@ -108,11 +108,6 @@ double lr_at(int s, int total, int warmup, double peak) {
   return peak * (double)(total - s + 1) / (double)(total - warmup);
 }
 
-float clip_scale(double norm, double max_norm) {
-  if (max_norm <= 0 || !(norm > max_norm)) return 1.0f;
-  return (float)(max_norm / norm);
-}
-
 FILE *metrics_open(const char *path, const char *header) {
   FILE *f = fopen(path, "w");
   if (!f) die("cannot create %s: %s", path, strerror(errno));

@@ -32,9 +32,6 @@ int warmup_steps(double proportion, int total);
  * during the warm-up, then falling linearly so that step total still
  * trains (peak / (total - warmup)) and the next one would have 0. */
 double lr_at(int s, int total, int warmup, double peak);
-/* grad_scale that clips a gradient of global norm `norm` to max_norm (0 = no
- * clipping). */
-float clip_scale(double norm, double max_norm);
 
 /* Creates path (truncating it) and writes the header line; dies naming it. */
 FILE *metrics_open(const char *path, const char *header);

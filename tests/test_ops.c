@@ -666,6 +666,68 @@ static void test_optimizers(void) {
   O->free(d), O->free(dout);
 }
 
+/* One step of adamw or lamb from in (m, v zero), clipped by grad_sumsq
+ * (given: the device's value; NULL: taken by sumsq from g) to max_norm, or
+ * by grad_scale when max_norm < 0. */
+static void clip_step(int lamb, const OptState *in, OptState *out, float grad_scale,
+                      const float *sumsq, float max_norm) {
+  float *w = dev(in->w, PN), *g = dev(in->g, PN), *m = dev(in->m, PN), *v = dev(in->v, PN);
+  float *sq = dev(sumsq, 1);
+  if (!sumsq) O->sumsq(sq, g, PN);
+  OptParams o = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.5f,
+                 .grad_scale = grad_scale, .step = 1, .bias_correction = 1};
+  if (max_norm >= 0.0f) o.grad_sumsq = sq, o.max_norm = max_norm;
+  (lamb ? O->lamb : O->adamw)(w, g, m, v, RANGES, 2, &o);
+  O->to_host(out->w, w, sizeof out->w);
+  O->to_host(out->m, m, sizeof out->m);
+  O->to_host(out->v, v, sizeof out->v);
+  O->free(w), O->free(g), O->free(m), O->free(v), O->free(sq);
+}
+
+static int same_wmv(const OptState *a, const OptState *b) {
+  return memcmp(a->w, b->w, sizeof a->w) == 0 && memcmp(a->m, b->m, sizeof a->m) == 0 &&
+         memcmp(a->v, b->v, sizeof a->v) == 0;
+}
+
+/* OptParams.grad_sumsq: the same step as the host's grad_scale for that
+ * norm; no scaling under max_norm or with max_norm 0; nothing changed when
+ * the norm is not finite. */
+static void test_optimizer_clip(void) {
+  OptState in, want, got;
+  double sq = 0.0;
+  for (int i = 0; i < PN; i++) {
+    in.w[i] = 0.5f + (float)rng_uniform(&R);
+    in.g[i] = 4.0f * (float)rng_uniform(&R) - 2.0f;
+    in.m[i] = in.v[i] = 0.0f;
+    sq += (double)in.g[i] * in.g[i];
+  }
+  for (int lamb = 0; lamb < 2; lamb++) {
+    float s;
+    float *d = dev(in.g, PN), *ds = dev(NULL, 1);
+    O->sumsq(ds, d, PN);
+    O->to_host(&s, ds, sizeof s);
+    O->free(d), O->free(ds);
+    const float norm = sqrtf(s), max_norm = 0.25f * norm;
+    CHECK(fabs(s - sq) < 1e-6 * sq);
+    clip_step(lamb, &in, &want, (float)((double)max_norm / norm), NULL, -1.0f);
+    clip_step(lamb, &in, &got, 1.0f, NULL, max_norm);
+    CHECK(same_wmv(&want, &got));
+    clip_step(lamb, &in, &want, 1.0f, NULL, -1.0f);
+    clip_step(lamb, &in, &got, 1.0f, NULL, 2.0f * norm); /* under max_norm */
+    CHECK(same_wmv(&want, &got));
+    clip_step(lamb, &in, &got, 1.0f, NULL, 0.0f); /* no clipping */
+    CHECK(same_wmv(&want, &got));
+    clip_step(lamb, &in, &want, 0.5f, NULL, -1.0f); /* grad_scale multiplies */
+    clip_step(lamb, &in, &got, 0.5f, NULL, 2.0f * norm);
+    CHECK(same_wmv(&want, &got));
+    const float bad[3] = {INFINITY, NAN, -1.0f}; /* -1: sqrt gives NaN */
+    for (int b = 0; b < 3; b++) {
+      clip_step(lamb, &in, &got, 1.0f, &bad[b], 1.0f);
+      CHECK(same_wmv(&in, &got)); /* skipped: w, m, v as they were */
+    }
+  }
+}
+
 /* ---- dropout mask ---- */
 
 static void test_dropout_mask(void) {
@@ -888,6 +950,7 @@ int main(void) {
   test_gather();
   test_xent();
   test_optimizers();
+  test_optimizer_clip();
   test_dropout_mask();
   test_threads();
   return test_finish();

@@ -317,7 +317,9 @@ static void test_weight_copy(void) {
   float *x = rnd((size_t)n * in, -1, 1), *dy = rnd((size_t)n * out, -1, 1);
   float *p0 = rnd(np, -1, 1), *p1 = rnd(np, -1, 1), *g = rnd(np, -1, 1);
   ParamRange r[2] = {{0, woff, 0}, {woff, nw, 1}};
-  OptParams op = {0.3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1.0f, 1, 1}; /* big steps: a stale copy shows */
+  /* big steps: a stale copy shows */
+  OptParams op = {.lr = 0.3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.01f,
+                  .grad_scale = 1.0f, .step = 1, .bias_correction = 1};
   enum { CHANGES = 6 };
   float *y[CHANGES][3], *dx[3];
   for (int k = 0; k < 3; k++) {
@@ -731,7 +733,8 @@ static void test_xent(int n, int v, int all_ignored) {
 static void run_optimizer(const char *name, int lamb, int bias_correction, const ParamRange *r,
                           int nr, size_t n) {
   float *w0 = rnd(n, -1, 1), *g1 = rnd(n, -1, 1), *g2 = rnd(n, -1, 1);
-  OptParams o1 = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 0.5f, 1, bias_correction};
+  OptParams o1 = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.01f,
+                  .grad_scale = 0.5f, .step = 1, .bias_correction = bias_correction};
   OptParams o2 = o1;
   o2.step = 2;
   o2.grad_scale = 1.0f;
@@ -773,6 +776,52 @@ static void test_optimizer(int lamb, int bias_correction, size_t big) {
   run_optimizer(name, lamb, bias_correction, r, 3, 4200 + big + 50);
 }
 
+/* Clipping on the device (OptParams.grad_sumsq): two steps, each clipped
+ * to norm 10 by the backend's own sum of squares; then a step with a norm
+ * that is not finite must change nothing. */
+static void test_optimizer_clip(int lamb) {
+  ParamRange r[3] = {{0, 1000, 1}, {1100, 3000, 0}, {4200, 5000, 1}};
+  const size_t n = 9250;
+  float *w0 = rnd(n, -1, 1), *g1 = rnd(n, -1, 1), *g2 = rnd(n, -1, 1), inf = INFINITY;
+  OptParams op = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
+                  .weight_decay = 0.01f, .grad_scale = 1.0f, .step = 1, .bias_correction = 1,
+                  .max_norm = 10.0f};
+  float *w[3], *m[3], *v[3];
+  int kept = 1;
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    void (*step)(float *, const float *, float *, float *, const ParamRange *, int,
+                 const OptParams *) = lamb ? o->lamb : o->adamw;
+    float *dw = put(o, w0, n), *dm = put(o, NULL, n), *dv = put(o, NULL, n);
+    float *dg1 = put(o, g1, n), *dg2 = put(o, g2, n), *sq = put(o, NULL, 1);
+    op.grad_sumsq = sq;
+    op.step = 1;
+    o->sumsq(sq, dg1, n);
+    step(dw, dg1, dm, dv, r, 3, &op);
+    op.step = 2;
+    o->sumsq(sq, dg2, n);
+    step(dw, dg2, dm, dv, r, 3, &op);
+    w[k] = get(o, dw, n);
+    m[k] = get(o, dm, n);
+    v[k] = get(o, dv, n);
+    o->to_device(sq, &inf, sizeof inf);
+    op.step = 3;
+    step(dw, dg1, dm, dv, r, 3, &op);
+    float *w3 = get(o, dw, n), *m3 = get(o, dm, n), *v3 = get(o, dv, n);
+    kept &= memcmp(w3, w[k], n * sizeof *w3) == 0 && memcmp(m3, m[k], n * sizeof *m3) == 0 &&
+            memcmp(v3, v[k], n * sizeof *v3) == 0;
+    free(w3), free(m3), free(v3);
+    release(o);
+  }
+  const char *name = lamb ? "lamb/clip" : "adamw/clip";
+  printf("%-18s skip    an infinite norm changes nothing  %s\n", name, kept ? "PASS" : "FAIL");
+  CHECK(kept);
+  compare(name, "w", w, n, TOL_F32);
+  compare(name, "m", m, n, TOL_F32);
+  compare(name, "v", v, n, TOL_F32);
+  free(w0), free(g1), free(g2);
+}
+
 /* More ranges than one launch takes (the CUDA backend launches per 128):
  * small ranges of varied sizes with gaps, some empty, some over one 4096-
  * element norm block, decay mixed. */
@@ -796,7 +845,8 @@ static void test_optimizer_many(int lamb) {
 static void overlap_call(void *arg) {
   float *d = arg;
   ParamRange r[2] = {{0, 100, 1}, {50, 100, 1}};
-  OptParams o = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1.0f, 1, 1};
+  OptParams o = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.01f,
+                 .grad_scale = 1.0f, .step = 1, .bias_correction = 1};
   GPU->adamw(d, d + 200, d + 400, d + 600, r, 2, &o);
 }
 
@@ -966,6 +1016,8 @@ int main(void) {
   test_optimizer(1, 0, ((size_t)1 << 20) + 5000); /* more norm partials than threads */
   test_optimizer_many(0);
   test_optimizer_many(1);
+  test_optimizer_clip(0);
+  test_optimizer_clip(1);
   test_optimizer_overlap();
   test_sumsq(5331);
   test_sumsq(((size_t)1 << 20) + 4097);
