@@ -912,6 +912,9 @@ static void test_act_ops(void) {
   test_linear_fwd(NPRED, H, V, 0);
   test_linear_fwd(NTOK, FFN, H, 1);
   test_linear_fwd(NTOK, 37, 5, 1); /* bf16 conversions with a tail of 1 to 3 */
+  /* bf16 rows that are not whole 16 bytes (as the decoder's), even and odd */
+  test_linear_fwd(NPRED, H, V + 1, 1);
+  test_linear_fwd(NPRED, H, V, 1);
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   test_linear_bwd(NTOK, FFN, H, 7, 0);
   test_linear_bwd(NPRED, H, V, 2 | 4, 0);
