@@ -195,6 +195,13 @@ void path_fmt(char *buf, size_t n, const char *fmt, ...) {
   if (len < 0 || (size_t)len >= n) die("path or command too long (over %zu bytes): %.80s...", n, buf);
 }
 
+void path_stem(char *buf, size_t n, const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *name = slash ? slash + 1 : path;
+  const char *dot = strrchr(name, '.');
+  path_fmt(buf, n, "%.*s", (int)(dot && dot != name ? dot - name : (long)strlen(name)), name);
+}
+
 void format_double(char *buf, size_t n, double v) {
   /* Whole numbers (steps, epochs) without an exponent. */
   if (v == floor(v) && fabs(v) < 1e15) {

@@ -79,6 +79,9 @@ void format_double(char *buf, size_t n, double v);
 /* snprintf for paths and command lines: dies when the result does not fit
  * instead of cutting it short. */
 void path_fmt(char *buf, size_t n, const char *fmt, ...) PRINTF_LIKE(3, 4);
+/* path's file name without its extension ("configs/bert-mini.ini" gives
+ * "bert-mini"; a leading dot is kept), through path_fmt. */
+void path_stem(char *buf, size_t n, const char *path);
 
 /* s in single quotes for /bin/sh when it holds anything but
  * [A-Za-z0-9_./:=+,@%-]; dies when it does not fit in n. */

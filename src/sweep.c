@@ -96,13 +96,6 @@ static void check_runs(const Sweep *s) {
   }
 }
 
-static void base_name(char *buf, size_t n, const char *path) {
-  const char *slash = strrchr(path, '/');
-  const char *name = slash ? slash + 1 : path;
-  const char *dot = strrchr(name, '.');
-  path_fmt(buf, n, "%.*s", (int)(dot && dot != name ? dot - name : (long)strlen(name)), name);
-}
-
 Sweep *sweep_load(const char *path) {
   Sweep *s = xcalloc(1, sizeof *s);
   path_fmt(s->path, sizeof s->path, "%s", path);
@@ -116,7 +109,7 @@ Sweep *sweep_load(const char *path) {
   if (s->nruns == 0) die("%s: no runs (a [NAME] section per run, with its overrides)", path);
   if (!s->dir[0]) {
     char name[256];
-    base_name(name, sizeof name, path);
+    path_stem(name, sizeof name, path);
     path_fmt(s->dir, sizeof s->dir, "runs/sweeps/%s", name);
   }
   for (int i = 0; i < s->nruns; i++)

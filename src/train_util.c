@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "comm.h"
+#include "run_files.h"
 #include "util.h"
 #include "weights_h5.h"
 
@@ -31,11 +32,9 @@ const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, siz
     snprintf(buf, n, "runs/default");
     return buf;
   }
-  const char *base = strrchr(last, '/');
-  base = base ? base + 1 : last;
-  size_t len = strlen(base);
-  if (len > 4 && strcmp(base + len - 4, ".ini") == 0) len -= 4;
-  snprintf(buf, n, "runs/%.*s", (int)len, base);
+  char stem[256];
+  path_stem(stem, sizeof stem, last);
+  path_fmt(buf, n, "runs/%s", stem);
   return buf;
 }
 

@@ -12,7 +12,7 @@
 #include "params.h"
 #include "vocab.h"
 
-/* run.dir, or runs/NAME with NAME the base name (without .ini) of the last
+/* run.dir, or runs/NAME with NAME the base name (path_stem) of the last
  * --config in argv, or runs/default without one. Writes it to buf. */
 const char *train_run_dir(const Config *c, int argc, char **argv, char *buf, size_t n);
 

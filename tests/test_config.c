@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "run_files.h"
 #include "test_util.h"
+#include "train_util.h"
 
 static char tmpdir[] = "/tmp/bertrain-test-config-XXXXXX";
 
@@ -96,11 +98,32 @@ static void test_errors(void) {
                (const char *const[]){"true or false", NULL});
 }
 
+/* The run folder a config's file name gives (runs/STEM), and run.dir. */
+static void test_run_dir(void) {
+  char buf[256];
+  path_stem(buf, sizeof buf, "configs/bert-mini.ini");
+  CHECK_STR(buf, "bert-mini");
+  path_stem(buf, sizeof buf, "a.b/sweep.v2.ini");
+  CHECK_STR(buf, "sweep.v2");
+  path_stem(buf, sizeof buf, "dir/.hidden");
+  CHECK_STR(buf, ".hidden");
+  path_stem(buf, sizeof buf, "plain");
+  CHECK_STR(buf, "plain");
+  Config c;
+  config_defaults(&c);
+  char *argv[] = {"bertrain", "--config", "x/one.ini", "--config", "y/two.ini", NULL};
+  CHECK_STR(train_run_dir(&c, 5, argv, buf, sizeof buf), "runs/two");
+  CHECK_STR(train_run_dir(&c, 1, argv, buf, sizeof buf), "runs/default");
+  config_set(&c, "run.dir=elsewhere");
+  CHECK_STR(train_run_dir(&c, 5, argv, buf, sizeof buf), "elsewhere");
+}
+
 int main(void) {
   if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 2; }
   test_defaults_and_overrides();
   test_written_config_reads_back();
   test_errors();
+  test_run_dir();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
