@@ -151,7 +151,7 @@ __device__ inline void load8(const float *p, float v[8]) {
  * stride over_ld). Lane l takes row
  * l / 2 and, in it, octets (8 elements) l % 2, l % 2 + 2, ... */
 template <int S>
-__device__ inline void softmax_rows(const AttnArgs &a, float *stage, const float *negs,
+__device__ inline void staged_softmax(const AttnArgs &a, float *stage, const float *negs,
                                     size_t prow) {
   constexpr int NO = S / 16; /* octets per lane */
   const int lane = threadIdx.x % 32, r = lane / 2;
@@ -228,7 +228,7 @@ static __global__ void __launch_bounds__(S * 2, 2) attn_fused_fwd(AttnArgs a) {
       wmma::mma_sync(acc[t], qa[kk], fb, acc[t]);
     }
   stage_tiles(stage, LS, acc);
-  softmax_rows<S>(a, stage, negs, ((size_t)b * a.nh + h) * S + r0);
+  staged_softmax<S>(a, stage, negs, ((size_t)b * a.nh + h) * S + r0);
   Acc out[NK];
   tile_product<wmma::row_major, wmma::row_major, NK, NT>(
       out, reinterpret_cast<const bf16 *>(stage), over_ld(S), 16, Vs, LH, 16 * LH, 16);
@@ -243,7 +243,7 @@ static __global__ void __launch_bounds__(S * 2, 2) attn_fused_fwd(AttnArgs a) {
  * lane takes row L / 4 and, in it, octets L % 4, L % 4 + 4, ...; pq: those
  * octets of P, as loaded (the dropped ones marked). */
 template <int S>
-__device__ inline void softmax_grad_rows(const AttnArgs &a, float *stage,
+__device__ inline void staged_softmax_grad(const AttnArgs &a, float *stage,
                                          const Pack<bf16> (&pq)[S / 32]) {
   constexpr int NO = S / 32; /* octets per lane */
   const int L = 32 * (threadIdx.x / 32 % 2) + threadIdx.x % 32, r = L / 4;
@@ -320,7 +320,7 @@ static __global__ void __launch_bounds__(S * 4, 1) attn_fused_bwd(AttnArgs a) {
   float *stage = reinterpret_cast<float *>(G + 16 * rt * LG);
   stage_tiles(stage + half * (S / 2), stage_ld(S), acc);
   __syncthreads(); /* both halves of every row tile are staged */
-  softmax_grad_rows<S>(a, stage, pq);
+  staged_softmax_grad<S>(a, stage, pq);
   __syncthreads(); /* every row of G is in */
   /* dQ = dS K / sqrt(hd), the warp's half of the columns */
   Acc gq[NK / 2];
