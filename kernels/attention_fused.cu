@@ -12,12 +12,15 @@
  * masks are the same (element index: the flat index into probs [B, nh, S,
  * S]). Other shapes, fp32 and tf32 take attention.cu's path.
  *
- * The forward marks each dropped element of probs by its sign bit (a
- * probability is never negative), so the backward reads the mask with P
- * instead of drawing it again: the draws were about a third of its
- * instructions. Only this backward reads the marks, and attn_fused_fits
- * sends a forward and its backward the same way (ops.h: attn_bwd takes the
- * probs of its own backend's attn_fwd). */
+ * The Philox draws of the mask were about half of the forward's
+ * instructions and a third of the backward's, in kernels that run at a
+ * quarter of an SM's warps. So a kernel of its own draws them at full
+ * occupancy, a bit per element (cuda_dropout_bits), for the forward, and
+ * the forward marks each dropped element of probs by its sign bit (a
+ * probability is never negative), which the backward reads with P. Only
+ * this backward reads the marks, and attn_fused_fits sends a forward and
+ * its backward the same way (ops.h: attn_bwd takes the probs of its own
+ * backend's attn_fwd). */
 #include <mma.h>
 #include <type_traits>
 #include <stdlib.h>
@@ -50,6 +53,8 @@ struct AttnArgs {
   bf16 *ctx;             /* [B, S, nh * hd] */
   bf16 *probs;           /* [B, nh, S, S] */
   const int32_t *mask;   /* [B, S] or NULL */
+  const uint32_t *keep_bits; /* forward: the dropout's keep flags (cuda_dropout_bits), or
+                                NULL: p = 0 */
   const bf16 *dctx;      /* backward: [B, S, nh * hd] */
   bf16 *dq, *dk, *dv;    /* backward: as q, k, v */
   int ld, nh;
@@ -145,6 +150,11 @@ __device__ inline void load8(const float *p, float v[8]) {
   for (int i = 0; i < 4; i++) v[i] = a.v[i], v[4 + i] = b.v[i];
 }
 
+/* One row's keep flags (cuda_dropout_bits), a 16-byte or 8-byte load. */
+template <int S> struct alignas(S / 8) RowBits {
+  uint32_t w[S / 32];
+};
+
 /* The forward's softmax of the warp's 16 score rows, staged (fp32) at
  * stage: probabilities to probs (row stride S) from row prow on, the
  * dropped ones marked, and their dropout, as bf16, over the stage (row
@@ -176,17 +186,20 @@ __device__ inline void staged_softmax(const AttnArgs &a, float *stage, const flo
   __syncwarp(); /* the row's lanes (this warp's) have read it before it is rewritten */
   bf16 *Pw = reinterpret_cast<bf16 *>(stage);
   const size_t e0 = (prow + r) * S; /* element of probs */
+  RowBits<S> rb;
+  if (a.keep_bits) rb = reinterpret_cast<const RowBits<S> *>(a.keep_bits)[prow + r];
 #pragma unroll
   for (int k = 0; k < NO; k++) {
     const int c = 8 * (lane % 2 + 2 * k);
-    bool keep[8];
-    pack_keeps(a.key, a.p, a.key.elem_offset + e0 + c, keep);
+    /* the octet's flags: byte c / 8 of the row's bits */
+    const unsigned keep = a.keep_bits ? rb.w[k / 2] >> (8 * (2 * (k % 2) + lane % 2)) : 0xffu;
     Pack<bf16> pr, pd;
     for (int i = 0; i < 8; i++) {
+      const bool kept = keep >> i & 1;
       store_as(&pr.v[i], x[k][i] * inv);
       /* dropped from the stored (rounded) probability, as the backward */
-      store_as(&pd.v[i], keep[i] ? ldf(&pr.v[i]) * a.keep_scale : 0.0f);
-      if (!keep[i]) pr.v[i] = __ushort_as_bfloat16(__bfloat16_as_ushort(pr.v[i]) | SIGN16);
+      store_as(&pd.v[i], kept ? ldf(&pr.v[i]) * a.keep_scale : 0.0f);
+      if (!kept) pr.v[i] = __ushort_as_bfloat16(__bfloat16_as_ushort(pr.v[i]) | SIGN16);
     }
     *reinterpret_cast<Pack<bf16> *>(a.probs + e0 + c) = pr;
     *reinterpret_cast<Pack<bf16> *>(Pw + r * over_ld(S) + c) = pd;
@@ -442,6 +455,7 @@ void attn_fused_fwd_launch(float *ctx, float *probs, const float *q, const float
   need_aligned("attn_fwd", {ctx});
   AttnArgs a = attn_args(q, k, v, ld, mask, nh, hd, p, key);
   a.ctx = act16(ctx), a.probs = act16(probs);
+  if (p > 0.0f) a.keep_bits = cuda_dropout_bits((size_t)B * nh * S * S, p, key);
   fused_launch(false, a, B, S, nh, hd);
 }
 

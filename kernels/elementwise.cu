@@ -164,6 +164,33 @@ void cuda_dropout_bwd(float *dx, const float *dy, size_t n, float p, DropoutKey 
   dropout_apply("dropout_bwd", dx, dy, n, p, key);
 }
 
+/* Word w of bits: the keep flags of elements 32 w .. 32 w + 31 of the
+ * call, element i at bit i % 32. A thread a word: eight Philox blocks, all
+ * its random work, in a kernel of its own at full occupancy. */
+static __global__ void dropout_bits_kernel(uint32_t *bits, size_t words, float p, DropoutKey k) {
+  GRID_STRIDE(w, words) {
+    const uint64_t e = k.elem_offset + 32 * (uint64_t)w;
+    uint32_t b = 0;
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+      bool keep[4];
+      quad_keeps(k, p, e + 4 * q, keep);
+      for (int i = 0; i < 4; i++) b |= (uint32_t)keep[i] << (4 * q + i);
+    }
+    bits[w] = b;
+  }
+}
+
+uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key) {
+  ops_check_dropout("dropout bits", p);
+  const size_t words = ceil_div(n, 32);
+  uint32_t *bits = (uint32_t *)cuda_scratch(words * sizeof *bits);
+  if (!words) return bits;
+  dropout_bits_kernel<<<grid_for(words, THREADS), THREADS>>>(bits, words, p, key);
+  LAUNCH_CHECK("dropout bits (n=%zu p=%g)", n, p);
+  return bits;
+}
+
 void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n, float p,
                           DropoutKey key) {
   ops_check_dropout("dropout to bf16", p);

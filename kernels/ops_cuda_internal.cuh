@@ -241,6 +241,10 @@ void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t
  * x is fp32, or bf16 when x16. */
 void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n, float p,
                           DropoutKey key);
+/* elementwise.cu: the keep flags of the dropout of n elements (p, key as
+ * dropout_fwd), a bit each: element i at bit i % 32 of word i / 32. In
+ * scratch memory (cuda_scratch: valid until its next call). */
+uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key);
 
 __device__ inline void store_as(float *p, float v) { *p = v; }
 __device__ inline void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
