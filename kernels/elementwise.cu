@@ -181,10 +181,25 @@ static __global__ void dropout_bits_kernel(uint32_t *bits, size_t words, float p
   }
 }
 
+/* The flags' buffer, grown as needed (kept apart from cuda_scratch, which
+ * the flags' readers use too). */
+static uint32_t *bits_buffer(size_t words) {
+  static uint32_t *buf;
+  static size_t cap;
+  if (words > cap) {
+    /* an earlier reader may still be reading the old buffer */
+    CUDA_CHECK(cudaDeviceSynchronize(), "dropout bits buffer (%zu words)", words);
+    dev_free(buf, "dropout bits");
+    buf = (uint32_t *)dev_alloc(words * sizeof *buf, "dropout bits");
+    cap = words;
+  }
+  return buf;
+}
+
 uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key) {
   ops_check_dropout("dropout bits", p);
   const size_t words = ceil_div(n, 32);
-  uint32_t *bits = (uint32_t *)cuda_scratch(words * sizeof *bits);
+  uint32_t *bits = bits_buffer(words);
   if (!words) return bits;
   dropout_bits_kernel<<<grid_for(words, THREADS), THREADS>>>(bits, words, p, key);
   LAUNCH_CHECK("dropout bits (n=%zu p=%g)", n, p);

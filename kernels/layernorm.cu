@@ -182,7 +182,7 @@ static __global__ void layernorm_fwd_regs(T *out, float *mean, float *rstd, cons
 template <class T, int P>
 static __global__ void residual_ln_regs(T *out, T *sum, float *mean, float *rstd, const T *y,
                                         const T *res, const float *gamma, const float *beta,
-                                        int c, float eps, float p, float s, DropoutKey k,
+                                        int c, float eps, float p, float s, const uint32_t *bits,
                                         size_t n) {
   const size_t r = warp_row(), base = r * c;
   if (r >= n) return;
@@ -196,7 +196,7 @@ static __global__ void residual_ln_regs(T *out, T *sum, float *mean, float *rstd
     const int q = threadIdx.x % 32 + 32 * i;
     Pack<T> ps;
     bool keep[pack_len<T>()];
-    pack_keeps(k, p, k.elem_offset + base + q * N, keep);
+    bit_keeps(bits, base + q * N, keep);
 #pragma unroll
     for (int e = 0; e < N; e++) {
       float v = yr.v[i][e];
@@ -266,6 +266,7 @@ static __global__ void ln_param_finish_kernel(float *dgamma, float *dbeta, const
 struct BranchDropout {
   float p, s;
   DropoutKey key;
+  const uint32_t *bits; /* the register kernels': cuda_dropout_bits of key (p > 0) */
 };
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy gamma. Every thread
@@ -334,7 +335,7 @@ __device__ static void ln_dx_row(T *dx, T *dbranch, RowRegs<T, P> &g, const RowR
     const int q = threadIdx.x % 32 + 32 * i;
     Pack<T> pd, pb;
     bool keep[pack_len<T>()];
-    if (dbranch) pack_keeps(bd.key, bd.p, bd.key.elem_offset + r * c + q * N, keep);
+    bit_keeps(dbranch ? bd.bits : nullptr, r * c + q * N, keep);
 #pragma unroll
     for (int k = 0; k < N; k++) {
       const float d = rs * (g.v[i][k] - a - ((xr.v[i][k] - m) * rs) * b);
@@ -507,9 +508,10 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
     const int P = lane_packs<T>(c, {tp<T>(out), tp<T>(sum), tp<T>(y), tp<T>(res), gamma, beta});
     if (!with_packs(P, [&](auto pk) {
           constexpr int K = decltype(pk)::value;
+          const uint32_t *bits = p > 0.0f ? cuda_dropout_bits((size_t)n * c, p, key) : NULL;
           residual_ln_regs<T, K><<<grid, THREADS>>>(
               tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y), tp<T>(res), gamma, beta, c, eps, p,
-              s, key, (size_t)n);
+              s, bits, (size_t)n);
         }))
       residual_ln_kernel<T><<<grid, THREADS>>>(tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y),
                                                tp<T>(res), gamma, beta, c, eps, p, s, key,
@@ -540,6 +542,7 @@ static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma,
     LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
   }
   const unsigned grid = warp_rows_grid(op, (size_t)n);
+  if (P != 0 && dbranch && bd.p > 0.0f) bd.bits = cuda_dropout_bits((size_t)n * c, bd.p, bd.key);
   if (!with_packs(P, [&](auto pk) {
         constexpr int K = decltype(pk)::value;
         if constexpr (K * pack_len<T>() <= COLS_LANE_ELEMS)
@@ -579,7 +582,7 @@ static void ln_backward(const char *op, float *dx, float *dbranch, float *dgamma
 void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *x, const float *mean, const float *rstd,
                         const float *gamma, int n, int c) {
-  BranchDropout none = {0.0f, 1.0f, DropoutKey{0, 0, 0, 0}};
+  BranchDropout none = {0.0f, 1.0f, DropoutKey{0, 0, 0, 0}, NULL};
   ln_backward("layernorm_bwd", dx, NULL, dgamma, dbeta, dy, x, mean, rstd, gamma, n, c, none);
 }
 
@@ -588,6 +591,6 @@ void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta
                           const float *rstd, const float *gamma, int n, int c, float p,
                           DropoutKey key) {
   ops_check_dropout("residual_ln_bwd", p);
-  BranchDropout bd = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key};
+  BranchDropout bd = {p, p > 0.0f ? 1.0f / (1.0f - p) : 1.0f, key, NULL};
   ln_backward("residual_ln_bwd", dx, dbranch, dgamma, dbeta, dy, sum, mean, rstd, gamma, n, c, bd);
 }

@@ -242,8 +242,10 @@ void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t
 void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n, float p,
                           DropoutKey key);
 /* elementwise.cu: the keep flags of the dropout of n elements (p, key as
- * dropout_fwd), a bit each: element i at bit i % 32 of word i / 32. In
- * scratch memory (cuda_scratch: valid until its next call). */
+ * dropout_fwd), a bit each: element i at bit i % 32 of word i / 32, drawn
+ * by a kernel of their own at full occupancy, for kernels whose draws
+ * would slow them (Philox is some 40 dependent integer operations per
+ * block of four). In a buffer of its own, valid until the next call. */
 uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key);
 
 __device__ inline void store_as(float *p, float v) { *p = v; }
@@ -323,16 +325,14 @@ __device__ inline void quad_keeps(const DropoutKey &k, float p, uint64_t e, bool
   }
 }
 
-/* keep[i] for the N elements from e on (N a multiple of 4; all kept at p =
- * 0): a Philox block at most twice per quad, words at constant indices. */
+/* keep[i] for the N elements from element rel on of cuda_dropout_bits'
+ * flags (rel a multiple of N, N dividing 32: one word holds them); all
+ * kept when bits is NULL (p = 0). */
 template <int N>
-__device__ inline void pack_keeps(const DropoutKey &k, float p, uint64_t e, bool (&keep)[N]) {
-  static_assert(N % 4 == 0, "whole quads");
-  if (p == 0.0f) {
-    for (int i = 0; i < N; i++) keep[i] = true;
-    return;
-  }
-  for (int i = 0; i < N; i += 4) quad_keeps(k, p, e + i, keep + i);
+__device__ inline void bit_keeps(const uint32_t *bits, size_t rel, bool (&keep)[N]) {
+  static_assert(32 % N == 0, "flags within a word");
+  const uint32_t w = bits ? bits[rel / 32] >> (rel % 32) : ~0u;
+  for (int i = 0; i < N; i++) keep[i] = w >> i & 1;
 }
 
 /* f(j, a[j], b[j]): row_each over two rows (packs when both allow it and
