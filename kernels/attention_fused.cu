@@ -394,7 +394,8 @@ bool attn_fused_fits(bool bf16_acts, const float *q, const float *k, const float
 
 /* The arguments a forward and its backward do not share cannot decide the
  * path (the backward must read the marks its forward wrote): when they do
- * not fit, that is an error. Activation buffers are 256-byte aligned. */
+ * not fit, that is an error. The model's always fit: its activation
+ * buffers are 256-byte aligned and its views of them start on 16 bytes. */
 static void need_aligned(const char *op, std::initializer_list<const float *> bufs) {
   for (const float *p : bufs)
     if (!aligned16(act16(p)))

@@ -269,7 +269,7 @@ static int train_step(Job *j, ClassifyBatch *cb, const long *rows, int nb, int s
                  .weight_decay = (float)c->finetune.weight_decay, .grad_scale = 1.0f, .step = step,
                  .bias_correction = 1};
   model_step_clipped(j->m, OPT_ADAMW, &o, (float)c->finetune.max_grad_norm);
-  /* the device skipped the step if the norm is not finite */
+  /* a norm that is not finite skipped the step */
   double norm = model_last_grad_norm(j->m);
   if (!isfinite(norm))
     return fail(j, "finetune: the gradient norm is not finite (%g) at step %d", norm, step);
