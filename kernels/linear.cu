@@ -88,6 +88,8 @@ static __global__ void restride_rows16_kernel(__nv_bfloat16 *dst, const __nv_bfl
   }
 }
 
+#define PAD_MIN_ELEMS (1 << 20)
+
 /* c rounded up to whole 16 bytes of bf16. */
 static int ld16(int c) { return (int)ceil_div((size_t)c, 8) * 8; }
 
@@ -139,7 +141,9 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
   act_bf16("linear_fwd", {y, x}); /* the same kind, or die */
   WRITES(y, (size_t)n * out);
   Out yo = out_of(y);
-  if (b && yo.bf16 && out % 8 != 0 && linear_fwd_padded(yo, x, w, b, n, in, out)) return;
+  /* large products only: the classifiers' few logits are not worth a launch */
+  const bool pad = yo.bf16 && out % 8 != 0 && (size_t)n * out >= PAD_MIN_ELEMS;
+  if (b && pad && linear_fwd_padded(yo, x, w, b, n, in, out)) return;
   if (b && linear_fwd_lt(yo, out, x, w, b, n, in, out)) return;
   float beta = 0.0f;
   if (b) {

@@ -912,9 +912,11 @@ static void test_act_ops(void) {
   test_linear_fwd(NPRED, H, V, 0);
   test_linear_fwd(NTOK, FFN, H, 1);
   test_linear_fwd(NTOK, 37, 5, 1); /* bf16 conversions with a tail of 1 to 3 */
-  /* bf16 rows that are not whole 16 bytes (as the decoder's), even and odd */
+  /* bf16 rows that are not whole 16 bytes, even and odd: small, and large
+   * as the decoder's (over a million outputs take a padded product) */
   test_linear_fwd(NPRED, H, V + 1, 1);
-  test_linear_fwd(NPRED, H, V, 1);
+  test_linear_fwd(1024, 16, 1026, 1);
+  test_linear_fwd(1040, 16, 1009, 1);
   test_linear_bwd(NTOK, H, FFN, 7, 1);
   test_linear_bwd(NTOK, FFN, H, 7, 0);
   test_linear_bwd(NPRED, H, V, 2 | 4, 0);
