@@ -285,7 +285,8 @@ static int update(Trainer *tr, int64_t s, const Acc *a, double *lr, double *norm
   if (isfinite(loss)) {
     /* clipped on the device, which skips the step when the norm is not
      * finite; the norm is read after the step is queued */
-    OptParams o = {.lr = (float)*lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
+    OptParams o = {.lr = (float)*lr, .beta1 = (float)c->pretrain.adam_beta1,
+                   .beta2 = (float)c->pretrain.adam_beta2, .eps = (float)c->pretrain.adam_epsilon,
                    .weight_decay = (float)c->pretrain.weight_decay, .grad_scale = 1.0f,
                    .step = (int)tr->st.opt_step + 1, .bias_correction = 1};
     model_step_clipped(tr->m, tr->opt, &o, (float)c->pretrain.max_grad_norm);

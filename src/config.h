@@ -47,6 +47,7 @@ typedef struct Config {
     double warmup_proportion; /* fraction of steps with linear warm-up */
     char *optimizer;      /* adamw | lamb */
     double weight_decay;
+    double adam_beta1, adam_beta2, adam_epsilon; /* AdamW's and LAMB's moments */
     double max_grad_norm; /* clip the global gradient norm; 0 = no clipping */
     double bucket_mb;     /* > 0: all-reduce gradient buckets during the backward */
     int log_every;        /* steps between progress lines */
@@ -64,6 +65,7 @@ typedef struct Config {
     double warmup_proportion;
     int seq_length;
     double weight_decay;
+    double adam_beta1, adam_beta2, adam_epsilon;
     double max_grad_norm;
     char *launcher;       /* none | inline | process | slurm: fine-tuning at milestones */
     char *tasks;          /* TASK or TASK:DIR, comma-separated; "" = task with data */

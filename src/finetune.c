@@ -265,7 +265,8 @@ static int train_step(Job *j, ClassifyBatch *cb, const long *rows, int nb, int s
     return fail(j, "finetune: the loss is not finite (%g) at step %d; lower finetune.lr (now %g)",
                 *loss, step, c->finetune.lr);
   double lr = lr_at(step, j->total, j->warmup, c->finetune.lr);
-  OptParams o = {.lr = (float)lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f,
+  OptParams o = {.lr = (float)lr, .beta1 = (float)c->finetune.adam_beta1,
+                 .beta2 = (float)c->finetune.adam_beta2, .eps = (float)c->finetune.adam_epsilon,
                  .weight_decay = (float)c->finetune.weight_decay, .grad_scale = 1.0f, .step = step,
                  .bias_correction = 1};
   model_step_clipped(j->m, OPT_ADAMW, &o, (float)c->finetune.max_grad_norm);

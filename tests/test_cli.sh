@@ -20,6 +20,12 @@ cfg=$("$BERTRAIN" help config) && pass || fail "help config exited non-zero"
 for k in "\[model\]" "\[data\]" "\[finetune\]" "seq_length = 128" "seed = 12345" "task = mrpc"; do
   grep -q "$k" <<<"$cfg" && pass || fail "help config lacks $k"
 done
+# README.md shows the same list, which must not drift from the program's
+readme=$(awk '/`bertrain help config` prints this list:/ { on = 1; next }
+  on && /^```/ { if (in_block) exit; in_block = 1; next } in_block' "$SRC/README.md")
+[ "$readme" = "$(sed -n '/^\[model\]/,$p' <<<"$cfg")" ] && pass ||
+  fail "README.md's config list differs from 'bertrain help config': $(diff <(echo "$readme") \
+    <(sed -n '/^\[model\]/,$p' <<<"$cfg") | head -5)"
 
 expect_fail "unknown command" "unknown command 'frobnicate'" "$BERTRAIN" frobnicate
 expect_fail "unknown option" "unknown option --nope" "$BERTRAIN" version --nope

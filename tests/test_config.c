@@ -38,6 +38,8 @@ static void test_defaults_and_overrides(void) {
   CHECK_INT(c.data.seq_length, 128);
   CHECK_INT(c.data.seed, 12345);
   CHECK(c.model.lowercase == 1);
+  CHECK(c.pretrain.adam_beta1 == 0.9 && c.pretrain.adam_beta2 == 0.999);
+  CHECK(c.pretrain.adam_epsilon == 1e-6 && c.finetune.adam_beta2 == 0.999);
   const char *p = write_ini("ok.ini", "; comment\n[data]\nseq_length = 64\ncorpus = a.txt, b.txt\n"
                                       "[model]\nlowercase = false\n");
   config_load_file(&c, p);
@@ -96,6 +98,8 @@ static void test_errors(void) {
                (const char *const[]){"mrpc|sst2", NULL});
   expect_death("--set bad bool", set, (void *)"model.lowercase=maybe",
                (const char *const[]){"true or false", NULL});
+  expect_death("--set beta2 of 1", set, (void *)"pretrain.adam_beta2=1",
+               (const char *const[]){"adam_beta2", "out of range", NULL});
 }
 
 /* The run folder a config's file name gives (runs/STEM), and run.dir. */

@@ -39,6 +39,15 @@ for r in a b; do
 done
 cmp -s <(cut -d, -f1-9 det-a/pretrain/metrics.csv) <(cut -d, -f1-9 det-b/pretrain/metrics.csv) &&
   pass || fail "two runs with the same seed differ"
+# The optimizer's moments as configured: another beta2 leaves step 1's loss
+# (before any update) and changes step 3's.
+"$BERTRAIN" pretrain --config "$CFG" --set pretrain.epochs=1 --set pretrain.steps_per_epoch=3 \
+  --set pretrain.adam_beta2=0.98 --set run.dir=$T_DIR/beta2 > /dev/null 2>&1 ||
+  fail "pretrain with adam_beta2 exited non-zero"
+loss_at() { awk -F, -v s="$2" '$1 == s { print $3 }' "$1/pretrain/metrics.csv"; }
+[ "$(loss_at det-a 1)" = "$(loss_at beta2 1)" ] && [ -n "$(loss_at beta2 3)" ] &&
+  [ "$(loss_at det-a 3)" != "$(loss_at beta2 3)" ] && pass ||
+  fail "adam_beta2 = 0.98: losses of steps 1 and 3 $(loss_at beta2 1) $(loss_at beta2 3), with 0.999 $(loss_at det-a 1) $(loss_at det-a 3)"
 # LAMB runs too.
 "$BERTRAIN" pretrain --config "$CFG" --set pretrain.epochs=1 --set pretrain.steps_per_epoch=2 --set pretrain.optimizer=lamb \
   --set run.dir=$T_DIR/lamb > /dev/null 2>&1 && [ "$(wc -l < lamb/pretrain/metrics.csv)" -eq 3 ] &&
@@ -61,6 +70,14 @@ want=$(for s in $(seq 1 16); do e=$(( (s - 1) / 8 + 1 ));
   fail "finetune metrics rows differ from the expected 32 train and 4 validation rows"
 [ -s ft/model.h5 ] && [ -s ft/config.ini ] && pass || fail "finetune wrote no model.h5 / config.ini"
 cat finetune.out | grep "dev accuracy"
+# finetune.adam_beta2 reaches AdamW: step 1's loss as before, step 3's not
+"$BERTRAIN" finetune --checkpoint "$CKPT" --config "$CFG" --task mrpc --data mrpc --out ft-b2 \
+  --set finetune.adam_beta2=0.98 > /dev/null 2>&1 ||
+  fail "finetune with adam_beta2 exited non-zero"
+ft_loss() { grep "^train,$2,1,loss," "$1/metrics.csv" | cut -d, -f5; }
+[ "$(ft_loss ft 1)" = "$(ft_loss ft-b2 1)" ] && [ -n "$(ft_loss ft-b2 3)" ] &&
+  [ "$(ft_loss ft 3)" != "$(ft_loss ft-b2 3)" ] && pass ||
+  fail "finetune adam_beta2 = 0.98: losses of steps 1 and 3 $(ft_loss ft-b2 1) $(ft_loss ft-b2 3), with 0.999 $(ft_loss ft 1) $(ft_loss ft 3)"
 last_acc=$(grep "^validation,16,2,epoch_accuracy," "$F" | cut -d, -f5)
 last_f1=$(grep "^validation,16,2,f1," "$F" | cut -d, -f5)
 
