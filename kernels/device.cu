@@ -29,6 +29,16 @@ void *dev_alloc(size_t bytes, const char *what) {
   return p;
 }
 
+void *grow_buffer(GrowBuffer *b, size_t bytes, const char *what) {
+  if (bytes > b->cap) {
+    CUDA_CHECK(cudaDeviceSynchronize(), "%s (%zu bytes)", what, bytes);
+    dev_free(b->p, what);
+    b->p = dev_alloc(bytes, what);
+    b->cap = bytes;
+  }
+  return b->p;
+}
+
 size_t dev_size(const void *p) {
   for (size_t i = 0; i < g_nblocks; i++)
     if (g_blocks[i].p == p) return g_blocks[i].bytes;

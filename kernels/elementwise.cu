@@ -184,16 +184,8 @@ static __global__ void dropout_bits_kernel(uint32_t *bits, size_t words, float p
 /* The flags' buffer, grown as needed (kept apart from cuda_scratch, which
  * the flags' readers use too). */
 static uint32_t *bits_buffer(size_t words) {
-  static uint32_t *buf;
-  static size_t cap;
-  if (words > cap) {
-    /* an earlier reader may still be reading the old buffer */
-    CUDA_CHECK(cudaDeviceSynchronize(), "dropout bits buffer (%zu words)", words);
-    dev_free(buf, "dropout bits");
-    buf = (uint32_t *)dev_alloc(words * sizeof *buf, "dropout bits");
-    cap = words;
-  }
-  return buf;
+  static GrowBuffer buf;
+  return (uint32_t *)grow_buffer(&buf, words * sizeof(uint32_t), "dropout bits");
 }
 
 uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key) {

@@ -30,16 +30,9 @@ int cuda_bf16(void) { return g_bf16; }
  * converted once for two products (linear_bwd's dy, and its rows padded;
  * attention's dP and dC). */
 __nv_bfloat16 *bf16_buffer(int which, size_t n) {
-  static __nv_bfloat16 *buf[4];
-  static size_t cap[4];
-  if (n > cap[which]) {
-    /* earlier products may still be reading the old buffer */
-    CUDA_CHECK(cudaDeviceSynchronize(), "bf16 operand buffer (%zu elements)", n);
-    dev_free(buf[which], "bf16 operand buffer");
-    buf[which] = (__nv_bfloat16 *)dev_alloc(n * sizeof(__nv_bfloat16), "bf16 operand buffer");
-    cap[which] = n;
-  }
-  return buf[which];
+  static GrowBuffer buf[4];
+  return (__nv_bfloat16 *)grow_buffer(&buf[which], n * sizeof(__nv_bfloat16),
+                                      "bf16 operand buffer");
 }
 
 /* dst[i] = bf16(src[i]) for a contiguous run of n floats: four per thread

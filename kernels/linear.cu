@@ -178,15 +178,8 @@ static const __nv_bfloat16 *padded_rows16(const __nv_bfloat16 *src, int n, int c
 
 /* A buffer for the bias-gradient epilogue's sums (it writes, db adds). */
 static float *lt_sums(int out) {
-  static float *buf;
-  static size_t cap;
-  if ((size_t)out > cap) {
-    CUDA_CHECK(cudaDeviceSynchronize(), "bias-gradient sums (%d)", out);
-    dev_free(buf, "bias-gradient sums");
-    buf = (float *)dev_alloc((size_t)out * sizeof *buf, "bias-gradient sums");
-    cap = (size_t)out;
-  }
-  return buf;
+  static GrowBuffer buf;
+  return (float *)grow_buffer(&buf, (size_t)out * sizeof(float), "bias-gradient sums");
 }
 
 /* dW += dy^T x and db += column sums of dy in one product (cuBLASLt's

@@ -42,16 +42,8 @@ cublasHandle_t cuda_blas(void) {
 }
 
 void *cuda_scratch(size_t bytes) {
-  static void *buf;
-  static size_t cap;
-  if (bytes > cap) {
-    /* earlier ops may still be reading the old buffer */
-    CUDA_CHECK(cudaDeviceSynchronize(), "scratch (%zu bytes)", bytes);
-    dev_free(buf, "scratch");
-    buf = dev_alloc(bytes, "scratch");
-    cap = bytes;
-  }
-  return buf;
+  static GrowBuffer buf;
+  return grow_buffer(&buf, bytes, "scratch");
 }
 
 BadId *cuda_bad_id(void) {

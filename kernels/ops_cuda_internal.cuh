@@ -58,6 +58,14 @@ static inline size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
  * contents undefined) and goes back through dev_free, so the peak is known. */
 void *dev_alloc(size_t bytes, const char *what);
 void dev_free(void *p, const char *what);
+/* A device buffer that only grows: grow_buffer returns at least bytes of it
+ * (contents undefined after a growth, which first waits for the device,
+ * as earlier ops may still be reading the old buffer). */
+struct GrowBuffer {
+  void *p;
+  size_t cap;
+};
+void *grow_buffer(GrowBuffer *b, size_t bytes, const char *what);
 size_t dev_size(const void *p); /* bytes of the allocation at p; 0: none */
 /* bytes from p to the end of the allocation holding it; 0: none */
 size_t dev_bytes_after(const void *p);
