@@ -1,8 +1,8 @@
 /* Linear layers: y = x W^T + b and its backward, through cuBLASLt with the
- * bias (and the bias gradient) in the product's epilogue, else cuBLAS and
- * the deterministic column sums here. x, y, dy and dx are activations:
- * fp32, or bf16 activation buffers (activations.cu); W, b and their
- * gradients fp32. With bf16 products the operands are bf16 (operand16) and
+ * bias in the forward product's epilogue (else cuBLAS and a bias pass), the
+ * bias gradient by the deterministic column sums here. x, y, dy and dx are
+ * activations: fp32, or bf16 activation buffers (activations.cu); W, b and
+ * their gradients fp32. With bf16 products the operands are bf16 (operand16) and
  * y or dx is written in its buffer's type. */
 #include <cuda_bf16.h>
 
@@ -14,39 +14,129 @@ static __global__ void bias_rows_kernel(T *y, const float *b, size_t total, int 
   GRID_STRIDE(i, total) store_as(&y[i], b[i % (size_t)out]);
 }
 
-/* part[chunk, j] = sum of x[r, j] over the rows r of chunk, in row order. */
+/* Column sums for the bias gradients. cuBLASLt's bias-gradient epilogue
+ * ran as a kernel of its own after the product (at 1.5-2x the memory floor
+ * on an H100) and wrote sums that a further launch added to db; this is
+ * one launch that adds into db. Block (t, ch) sums the COLSUM_ROWS rows of
+ * chunk ch for column tile t: a lane holds V consecutive columns (one
+ * 16-byte load a row where the rows allow), the block's warps take every
+ * W-th row and are added in warp order into part[ch, j]. The last of the
+ * tile's blocks to finish then adds the chunks in chunk order, so the sums
+ * are the same whichever block that is. */
+#define COLSUM_ROWS 128
+#define COLSUM_UNROLL 8
+
+template <class T, int V> struct Cols {
+  T v[V];
+};
+
+/* V elements of T at p: one 16-byte load when they make 16 bytes. */
+template <class T, int V> __device__ inline Cols<T, V> load_cols(const T *p) {
+  if constexpr (V * sizeof(T) == 16) {
+    const Pack<T> k = *reinterpret_cast<const Pack<T> *>(p);
+    Cols<T, V> c;
+    for (int i = 0; i < V; i++) c.v[i] = k.v[i];
+    return c;
+  } else {
+    return Cols<T, V>{{*p}};
+  }
+}
+
+/* True in every thread of the block that arrives last at *arrived of the
+ * expected; that block sets the counter back to 0 for the next launch.
+ * The fence makes each thread's partials visible to that block first. */
+__device__ static bool last_to_arrive(unsigned *arrived, unsigned expected) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(arrived, 1u) == expected - 1;
+    if (last) *arrived = 0;
+  }
+  __syncthreads();
+  return last;
+}
+
+/* The block's columns summed over its warps' rows in warp order; the sums
+ * for lane l's V columns are at sums[l * V ...]. */
+template <int V>
+__device__ static void sum_warps(float *out, const float (&mine)[V], float (&stage)[THREADS / 32][32 * V]) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int k = 0; k < V; k++) stage[w][lane * V + k] = mine[k];
+  __syncthreads();
+  for (int e = threadIdx.x; e < 32 * V; e += THREADS) {
+    float s = 0.0f;
+    for (int u = 0; u < THREADS / 32; u++) s += stage[u][e];
+    out[e] = s;
+  }
+  __syncthreads(); /* stage is free again */
+}
+
+template <class T, int V>
+static __global__ void colsum_kernel(float *acc, float *part, unsigned *arrived, const T *x,
+                                     int rows, int c, int ld) {
+  constexpr int W = THREADS / 32;
+  __shared__ float stage[W][32 * V];
+  __shared__ float sums[32 * V];
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, tile = blockIdx.x * 32 * V;
+  const int j0 = tile + lane * V;
+  const int r0 = blockIdx.y * COLSUM_ROWS, r1 = min(rows, r0 + COLSUM_ROWS);
+  float s[V] = {};
+  if (j0 < c) {
+    for (int r = r0 + w; r < r1; r += W * COLSUM_UNROLL) {
+      Cols<T, V> got[COLSUM_UNROLL] = {};
+#pragma unroll
+      for (int u = 0; u < COLSUM_UNROLL; u++)
+        if (r + u * W < r1) got[u] = load_cols<T, V>(x + (size_t)(r + u * W) * ld + j0);
+#pragma unroll
+      for (int u = 0; u < COLSUM_UNROLL; u++)
+        if (r + u * W < r1)
+          for (int k = 0; k < V; k++) s[k] += ldf(&got[u].v[k]);
+    }
+  }
+  sum_warps<V>(sums, s, stage);
+  for (int e = threadIdx.x; e < 32 * V; e += THREADS)
+    if (tile + e < c) part[(size_t)blockIdx.y * c + tile + e] = sums[e];
+  if (!last_to_arrive(&arrived[blockIdx.x], gridDim.y)) return;
+  /* the tile's chunks: warp w adds chunks w, w + W, ... in order */
+  float t[V] = {};
+#pragma unroll 4
+  for (int ch = w; ch < (int)gridDim.y; ch += W)
+    for (int k = 0; k < V; k++)
+      if (j0 + k < c) t[k] += __ldcg(&part[(size_t)ch * c + j0 + k]);
+  sum_warps<V>(sums, t, stage);
+  for (int e = threadIdx.x; e < 32 * V; e += THREADS)
+    if (tile + e < c) acc[tile + e] += sums[e];
+}
+
+/* One counter per column tile, zero between launches (each launch's last
+ * block puts its counter back). */
+static unsigned *colsum_counters(size_t tiles) {
+  static GrowBuffer buf;
+  const size_t had = buf.cap;
+  void *p = grow_buffer(&buf, tiles * sizeof(unsigned), "column-sum counters");
+  if (buf.cap != had) CUDA_CHECK(cudaMemset(p, 0, buf.cap), "column-sum counters (%zu)", tiles);
+  return (unsigned *)p;
+}
+
+template <class T, int V>
+static void colsum_launch(const char *what, float *acc, const T *x, int rows, int c, int ld) {
+  const size_t tiles = ceil_div((size_t)c, 32 * V), chunks = ceil_div((size_t)rows, COLSUM_ROWS);
+  if (chunks > 65535 || tiles > 65535)
+    die("ops: %s: %d rows of %d are too many for the column sum", what, rows, c);
+  float *part = (float *)cuda_scratch(chunks * c * sizeof(float));
+  colsum_kernel<T, V><<<dim3((unsigned)tiles, (unsigned)chunks), THREADS>>>(
+      acc, part, colsum_counters(tiles), x, rows, c, ld);
+  LAUNCH_CHECK("%s column sums (rows=%d c=%d ld=%d)", what, rows, c, ld);
+}
+
+/* acc[j] += sum over the rows r of x[r * ld + j], j < c. */
 template <class T>
-static __global__ void colsum_part_kernel(double *part, const T *x, int rows, int c) {
-  int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= c) return;
-  int r0 = blockIdx.y * ROW_CHUNK, r1 = min(rows, r0 + ROW_CHUNK);
-  double s = 0.0;
-  for (int r = r0; r < r1; r++) s += ldf(&x[(size_t)r * c + j]);
-  part[(size_t)blockIdx.y * c + j] = s;
-}
-
-/* acc[j] += sum of the chunk partials, in chunk order. */
-static __global__ void colsum_finish_kernel(float *acc, const double *part, int nchunks, int c) {
-  int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= c) return;
-  double s = 0.0;
-  for (int ch = 0; ch < nchunks; ch++) s += part[(size_t)ch * c + j];
-  acc[j] += (float)s;
-}
-
-/* acc[j] += column sums of the activation x[rows, c]. */
-static void colsum_acc(const char *what, float *acc, const float *x, int rows, int c) {
-  int nchunks = (int)ceil_div((size_t)rows, ROW_CHUNK);
-  if (nchunks > 65535) die("ops: %s: %d rows are too many for the column sum", what, rows);
-  double *part = (double *)cuda_scratch((size_t)nchunks * c * sizeof(double));
-  dim3 grid((unsigned)ceil_div((size_t)c, THREADS), (unsigned)nchunks);
-  by_act(what, {x}, [&](auto t) {
-    using T = decltype(t);
-    colsum_part_kernel<T><<<grid, THREADS>>>(part, tp<T>(x), rows, c);
-  });
-  LAUNCH_CHECK("%s colsum_part (rows=%d c=%d)", what, rows, c);
-  colsum_finish_kernel<<<(unsigned)ceil_div((size_t)c, THREADS), THREADS>>>(acc, part, nchunks, c);
-  LAUNCH_CHECK("%s colsum_finish (rows=%d c=%d)", what, rows, c);
+static void colsum_acc(const char *what, float *acc, const T *x, int rows, int c, int ld) {
+  if (rows <= 0 || c <= 0) return;
+  constexpr int V = (int)(16 / sizeof(T));
+  if (aligned16(x) && ld % V == 0) colsum_launch<T, V>(what, acc, x, rows, c, ld);
+  else colsum_launch<T, 1>(what, acc, x, rows, c, ld);
 }
 
 /* Rows of c bf16 elements between a row stride that is a multiple of 8
@@ -109,7 +199,7 @@ static const __nv_bfloat16 *bias16(const float *b, int out) {
 static int linear_fwd_lt(Out y, int ldy, const float *x, const float *w, const float *b, int n,
                          int in, int out) {
   LtProduct p = {"linear_fwd", true, false, out, n, in, w, in, x, in, false, 0.0f, y.p, y.bf16,
-                 ldy, LT_BIAS, (void *)b};
+                 ldy, (void *)b};
   if (cuda_bf16()) {
     p.A = operand16("linear_fwd w", 0, w, out, in);
     p.B = operand16("linear_fwd x", 1, x, n, in);
@@ -176,31 +266,6 @@ static const __nv_bfloat16 *padded_rows16(const __nv_bfloat16 *src, int n, int c
   return dst;
 }
 
-/* A buffer for the bias-gradient epilogue's sums (it writes, db adds). */
-static float *lt_sums(int out) {
-  static GrowBuffer buf;
-  return (float *)grow_buffer(&buf, (size_t)out * sizeof(float), "bias-gradient sums");
-}
-
-/* dW += dy^T x and db += column sums of dy in one product (cuBLASLt's
- * bias-gradient epilogue; its sums are then added to db); 0 when cuBLASLt
- * refuses. Column-major: dW^T [in, out] += x^T [in, n] dy [n, out]. With
- * bf16 products the sums are of the bf16 dy, as under autocast. */
-static int linear_dw_db_lt(float *dw, float *db, const float *dy, const __nv_bfloat16 *dy16,
-                           int ldy, const float *x, int n, int in, int out) {
-  float *sums = lt_sums(out);
-  LtProduct p = {"linear_bwd dw", false, true, in, out, n, x, in, dy, ldy, false, 1.0f, dw, false,
-                 in, LT_BGRADB, sums};
-  if (cuda_bf16()) {
-    p.A = operand16("linear_bwd x", 1, x, n, in);
-    p.B = dy16;
-    p.bf16 = true;
-  }
-  if (!lt_matmul(&p)) return 0;
-  cuda_add(db, db, sums, (size_t)out);
-  return 1;
-}
-
 void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int in, int out, int accumulate_dx) {
   ops_check_dims("linear_bwd", n, in, out);
@@ -211,9 +276,12 @@ void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const flo
   const float beta_dx = accumulate_dx ? 1.0f : 0.0f;
   if (!cuda_bf16()) {
     if (dx) gemm_rm("linear_bwd dx", false, false, n, in, out, 1.0f, dy, out, w, in, beta_dx, dx, in);
-    if (dw && db && linear_dw_db_lt(dw, db, dy, NULL, out, x, n, in, out)) return;
     if (dw) gemm_rm("linear_bwd dw", true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
-    if (db) colsum_acc("linear_bwd db", db, dy, n, out);
+    if (db)
+      by_act("linear_bwd db", {dy}, [&](auto t) {
+        using T = decltype(t);
+        colsum_acc("linear_bwd db", db, tp<T>(dy), n, out, out);
+      });
     return;
   }
   /* dy [n, out] is the A operand of both products (as is, and transposed):
@@ -223,9 +291,9 @@ void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const flo
   if (dx)
     gemm_rm16("linear_bwd dx", false, false, n, in, out, 1.0f, dy16, ldy,
               operand16("linear_bwd w", 1, w, out, in), in, beta_dx, out_of(dx), in);
-  if (dw && db && linear_dw_db_lt(dw, db, dy, dy16, ldy, x, n, in, out)) return;
   if (dw)
     gemm_rm16("linear_bwd dw", true, false, out, in, n, 1.0f, dy16, ldy,
               operand16("linear_bwd x", 1, x, n, in), in, 1.0f, Out{dw, false}, in);
-  if (db) colsum_acc("linear_bwd db", db, dy, n, out);
+  /* the sums of the bf16 dy, as under autocast */
+  if (db) colsum_acc("linear_bwd db", db, dy16, n, out, ldy);
 }

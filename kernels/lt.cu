@@ -1,7 +1,6 @@
 /* Matrix products with a bias epilogue, through cuBLASLt: the product adds
- * the bias itself (the linear forward) or reduces the bias gradient itself
- * (the linear backward), which saves the separate passes over the output.
- * Column-major, as cuBLAS. When cuBLASLt has no algorithm for a kind of
+ * the bias itself (the linear forward), which saves a pass over the output.
+ * Column-major, as cuBLAS. When cuBLASLt has no algorithm for the
  * epilogue, it says so once and the caller keeps to the plain path. The
  * descriptors and the chosen algorithm are kept per shape, so a training
  * step asks the heuristic nothing after its first step. */
@@ -32,7 +31,7 @@ typedef struct LtDescs {
   cublasLtMatmulPreference_t pref;
   cublasLtMatmulAlgo_t algo;
   /* the shape: what makes two products the same to cuBLASLt */
-  int epilogue, ta, tb, m, n, k, lda, ldb, ldd, bf16, d16, tf32;
+  int ta, tb, m, n, k, lda, ldb, ldd, bf16, d16, tf32;
   uint32_t align_a, align_b, align_d, align_bias;
 } LtDescs;
 
@@ -56,7 +55,7 @@ static void lt_set(const LtProduct *p, cublasLtMatmulDescAttributes_t attr, cons
 }
 
 static void lt_describe(const LtProduct *p, LtDescs *d) {
-  d->epilogue = p->epilogue, d->ta = p->ta, d->tb = p->tb, d->m = p->m, d->n = p->n, d->k = p->k;
+  d->ta = p->ta, d->tb = p->tb, d->m = p->m, d->n = p->n, d->k = p->k;
   d->lda = p->lda, d->ldb = p->ldb, d->ldd = p->ldd, d->bf16 = p->bf16, d->d16 = p->d16;
   d->tf32 = cuda_tf32();
   d->align_a = align_of(p->A), d->align_b = align_of(p->B), d->align_d = align_of(p->D);
@@ -66,7 +65,7 @@ static void lt_describe(const LtProduct *p, LtDescs *d) {
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, compute, CUDA_R_32F), "%s cublasLtMatmulDescCreate",
                p->what);
   cublasOperation_t ta = p->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = p->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasLtEpilogue_t epi = p->epilogue == LT_BIAS ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb, d->op);
   lt_set(p, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi, d->op);
@@ -105,7 +104,7 @@ static void lt_free(LtDescs *d) {
 }
 
 static int same_shape(const LtDescs *d, const LtProduct *p) {
-  return d->epilogue == p->epilogue && d->ta == p->ta && d->tb == p->tb && d->m == p->m &&
+  return d->ta == p->ta && d->tb == p->tb && d->m == p->m &&
          d->n == p->n && d->k == p->k && d->lda == p->lda && d->ldb == p->ldb &&
          d->ldd == p->ldd && d->bf16 == p->bf16 && d->d16 == p->d16 && d->tf32 == cuda_tf32() &&
          d->align_a == align_of(p->A) && d->align_b == align_of(p->B) &&
@@ -124,9 +123,8 @@ static LtDescs *lt_shape(const LtProduct *p) {
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), d.op, d.a, d.b, d.d, d.d, d.pref,
                                                      1, &r, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    info("cuda: cuBLASLt has no %s epilogue for %s (m=%d n=%d k=%d%s%s): %s; the bias takes "
-         "separate passes", p->epilogue == LT_BIAS ? "bias" : "bias-gradient", p->what, p->m,
-         p->n, p->k, p->bf16 ? ", bf16" : "", p->d16 ? " into bf16" : "",
+    info("cuda: cuBLASLt has no bias epilogue for %s (m=%d n=%d k=%d%s%s): %s; the bias takes "
+         "a separate pass", p->what, p->m, p->n, p->k, p->bf16 ? ", bf16" : "", p->d16 ? " into bf16" : "",
          st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "none found");
     lt_free(&d);
     return NULL;
@@ -142,11 +140,11 @@ static LtDescs *lt_shape(const LtProduct *p) {
 }
 
 int lt_matmul(const LtProduct *p) {
-  /* per epilogue kind and output type: once refused, not asked again */
-  static int refused[4];
-  int kind = (p->epilogue == LT_BIAS ? 0 : 1) + (p->d16 ? 2 : 0);
+  /* per output type: once refused, not asked again */
+  static int refused[2];
+  const int kind = p->d16 ? 1 : 0;
   if (refused[kind]) return 0;
-  /* the epilogues read or write the bias vector 16 bytes at a time */
+  /* the epilogue reads the bias vector 16 bytes at a time */
   if ((uintptr_t)p->bias % 16 != 0) return 0;
   LtDescs *d = lt_shape(p);
   if (!d) {

@@ -193,10 +193,8 @@ Mat mat_bf16(const char *what, int which, Mat X, int rows, int cols, int nb, int
  * operands (mat_bf16) into C of its buffer's type. */
 void gemm_rm_grid(const char *what, bool ta, bool tb, int m, int n, int k, float alpha, Mat A,
                   Mat B, float beta, Mat C, int nb, int nh);
-/* lt.cu: column-major D[m, n] = op(A) op(B) + beta D with a bias epilogue:
- * LT_BIAS adds bias[m] to every column; LT_BGRADB writes bias[n] = the sums
- * of op(B) over k (the bias gradient). A and B fp32, or bf16 (packed). */
-enum LtEpilogue { LT_BIAS, LT_BGRADB };
+/* lt.cu: column-major D[m, n] = op(A) op(B) + beta D + bias[m] in every
+ * column (cuBLASLt's bias epilogue). A and B fp32, or bf16 (packed). */
 struct LtProduct {
   const char *what;
   bool ta, tb;
@@ -208,10 +206,9 @@ struct LtProduct {
   bool bf16;   /* A and B are bf16 */
   float beta;
   void *D;
-  bool d16;    /* D (and C) bf16; the bias of LT_BIAS then too */
+  bool d16;    /* D (and C) bf16; the bias then too */
   int ldd;
-  LtEpilogue epilogue;
-  void *bias;  /* LT_BGRADB: fp32 */
+  void *bias;
 };
 /* 1 when done; 0 when cuBLASLt has no algorithm for it (said once). */
 int lt_matmul(const LtProduct *p);

@@ -921,6 +921,10 @@ static void test_act_ops(void) {
   test_linear_bwd(NTOK, FFN, H, 7, 0);
   test_linear_bwd(NPRED, H, V, 2 | 4, 0);
   test_linear_bwd(B, H, 3, 1, 0);
+  /* the bias sums over several row chunks (the last one part) and column
+   * tiles: whole 16-byte rows, and odd rows (scalar in fp32, padded in bf16) */
+  test_linear_bwd(1000, 16, 600, 2 | 4, 1);
+  test_linear_bwd(300, 16, 1009, 4, 0);
   test_embed(1);
   test_embed(0);
   test_gather();

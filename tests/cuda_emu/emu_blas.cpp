@@ -268,7 +268,7 @@ struct EmuLtDesc {
   cublasComputeType_t compute;
   cublasOperation_t ta, tb;
   cublasLtEpilogue_t epilogue;
-  void *bias; /* of D's type (bias) or C's (bias gradient), as cuBLASLt's default */
+  void *bias; /* of D's type, as cuBLASLt's default */
 };
 struct EmuLtLayout {
   cudaDataType type;
@@ -311,22 +311,8 @@ bool lt_consistent(const EmuLtDesc *op, const EmuLtLayout *a, const EmuLtLayout 
   ok &= (op->tb == CUBLAS_OP_N ? b->cols : b->rows) == n;
   ok &= c->rows == m && c->cols == n && c->type == d->type;
   ok &= a->type == b->type && (d->type == CUDA_R_32F || (d->type == CUDA_R_16BF && a->type == CUDA_R_16BF));
-  ok &= op->epilogue == CUBLASLT_EPILOGUE_DEFAULT || op->epilogue == CUBLASLT_EPILOGUE_BIAS ||
-        op->epilogue == CUBLASLT_EPILOGUE_BGRADB;
+  ok &= op->epilogue == CUBLASLT_EPILOGUE_DEFAULT || op->epilogue == CUBLASLT_EPILOGUE_BIAS;
   return ok;
-}
-
-/* bias[j] = sum over k of op(B)[k, j], in double (as the CPU's column sums). */
-void lt_bias_gradient(const EmuLtDesc *op, const void *B, const EmuLtLayout *b,
-                      cudaDataType t_bias, int n, int k) {
-  for (int j = 0; j < n; j++) {
-    double s = 0.0;
-    for (int t = 0; t < k; t++) {
-      size_t i = op->tb == CUBLAS_OP_N ? (size_t)j * b->ld + t : (size_t)t * b->ld + j;
-      s += load(B, b->type, i);
-    }
-    store(op->bias, t_bias, j, (float)s);
-  }
 }
 
 }  // namespace
@@ -448,10 +434,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
       memcpy((char *)D + (size_t)j * d->ld * eb, (const char *)C + (size_t)j * c->ld * eb,
              (size_t)m * eb);
   }
-  /* the bias has D's type; the bias gradient C's (here the same) */
-  size_t bias_n = op->epilogue == CUBLASLT_EPILOGUE_BIAS ? (size_t)m : (size_t)n;
-  if (op->epilogue != CUBLASLT_EPILOGUE_DEFAULT &&
-      (!op->bias || !emu_is_device_range(op->bias, bias_n * eb)))
+  /* the bias has D's type */
+  if (op->epilogue == CUBLASLT_EPILOGUE_BIAS &&
+      (!op->bias || !emu_is_device_range(op->bias, (size_t)m * eb)))
     return CUBLAS_STATUS_INVALID_VALUE;
   Bias bias = {op->epilogue == CUBLASLT_EPILOGUE_BIAS ? op->bias : nullptr, d->type};
   cublasStatus_t st = gemm_math(op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, op->ta, op->tb, m, n,
@@ -460,7 +445,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
                                 Operand{B, b->type, 0, 0, (int)b->ld, 0}, *(const float *)beta,
                                 D, d->type, (int)d->ld, 0, 1, bias);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
-  if (op->epilogue == CUBLASLT_EPILOGUE_BGRADB) lt_bias_gradient(op, B, b, c->type, n, k);
   return CUBLAS_STATUS_SUCCESS;
 }
 

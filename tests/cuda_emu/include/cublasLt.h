@@ -1,5 +1,5 @@
 /* cuBLASLt as the CPU emulator provides it (tests only): one matmul with a
- * bias or bias-gradient epilogue, its descriptors and the heuristic query.
+ * bias epilogue, its descriptors and the heuristic query.
  * With BERTRAIN_EMU_LT=refuse in the environment the heuristic finds no
  * algorithm, as cuBLASLt does for cases it cannot run, so the callers'
  * fallbacks get tested too. As in cuBLASLt, an algorithm assumes the
@@ -46,7 +46,6 @@ typedef enum {
 typedef enum {
   CUBLASLT_EPILOGUE_DEFAULT = 1,
   CUBLASLT_EPILOGUE_BIAS = 4,
-  CUBLASLT_EPILOGUE_BGRADB = 512,
 } cublasLtEpilogue_t;
 
 typedef enum {

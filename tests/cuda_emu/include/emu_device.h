@@ -115,6 +115,12 @@ T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
   return emu::shuffle_as(mask, v, src_lane & (width - 1), width);
 }
 
+/* Blocks run one after another, each to its end, so every write of one is
+ * seen by the next: the fence has nothing to order, and a load that skips
+ * L1 is a load. */
+inline void __threadfence() {}
+template <class T> T __ldcg(const T *p) { return *p; }
+
 /* Threads of one block never run at the same time, so atomics are plain. */
 inline int atomicCAS(int *p, int compare, int value) {
   int old = *p;
