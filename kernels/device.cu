@@ -39,6 +39,13 @@ void *grow_buffer(GrowBuffer *b, size_t bytes, const char *what) {
   return b->p;
 }
 
+unsigned *arrival_counters(GrowBuffer *b, size_t n, const char *what) {
+  const size_t had = b->cap;
+  void *p = grow_buffer(b, n * sizeof(unsigned), what);
+  if (b->cap != had) CUDA_CHECK(cudaMemset(p, 0, b->cap), "%s counters (%zu)", what, n);
+  return (unsigned *)p;
+}
+
 size_t dev_size(const void *p) {
   for (size_t i = 0; i < g_nblocks; i++)
     if (g_blocks[i].p == p) return g_blocks[i].bytes;

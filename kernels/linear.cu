@@ -42,21 +42,6 @@ template <class T, int V> __device__ inline Cols<T, V> load_cols(const T *p) {
   }
 }
 
-/* True in every thread of the block that arrives last at *arrived of the
- * expected; that block sets the counter back to 0 for the next launch.
- * The fence makes each thread's partials visible to that block first. */
-__device__ static bool last_to_arrive(unsigned *arrived, unsigned expected) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(arrived, 1u) == expected - 1;
-    if (last) *arrived = 0;
-  }
-  __syncthreads();
-  return last;
-}
-
 /* The block's columns summed over its warps' rows in warp order; the sums
  * for lane l's V columns are at sums[l * V ...]. */
 template <int V>
@@ -109,24 +94,15 @@ static __global__ void colsum_kernel(float *acc, float *part, unsigned *arrived,
     if (tile + e < c) acc[tile + e] += sums[e];
 }
 
-/* One counter per column tile, zero between launches (each launch's last
- * block puts its counter back). */
-static unsigned *colsum_counters(size_t tiles) {
-  static GrowBuffer buf;
-  const size_t had = buf.cap;
-  void *p = grow_buffer(&buf, tiles * sizeof(unsigned), "column-sum counters");
-  if (buf.cap != had) CUDA_CHECK(cudaMemset(p, 0, buf.cap), "column-sum counters (%zu)", tiles);
-  return (unsigned *)p;
-}
-
 template <class T, int V>
 static void colsum_launch(const char *what, float *acc, const T *x, int rows, int c, int ld) {
   const size_t tiles = ceil_div((size_t)c, 32 * V), chunks = ceil_div((size_t)rows, COLSUM_ROWS);
   if (chunks > 65535 || tiles > 65535)
     die("ops: %s: %d rows of %d are too many for the column sum", what, rows, c);
   float *part = (float *)cuda_scratch(chunks * c * sizeof(float));
+  static GrowBuffer counters;
   colsum_kernel<T, V><<<dim3((unsigned)tiles, (unsigned)chunks), THREADS>>>(
-      acc, part, colsum_counters(tiles), x, rows, c, ld);
+      acc, part, arrival_counters(&counters, tiles, "column sums"), x, rows, c, ld);
   LAUNCH_CHECK("%s column sums (rows=%d c=%d ld=%d)", what, rows, c, ld);
 }
 

@@ -66,6 +66,9 @@ struct GrowBuffer {
   size_t cap;
 };
 void *grow_buffer(GrowBuffer *b, size_t bytes, const char *what);
+/* n counters for last_to_arrive, zero between launches (each launch's last
+ * block puts its counter back to zero). */
+unsigned *arrival_counters(GrowBuffer *b, size_t n, const char *what);
 size_t dev_size(const void *p); /* bytes of the allocation at p; 0: none */
 /* bytes from p to the end of the allocation holding it; 0: none */
 size_t dev_bytes_after(const void *p);
@@ -111,6 +114,23 @@ __device__ inline double block_sum(double v) {
   double s = 0.0;
   for (unsigned w = 0; w < blockDim.x >> 5; w++) s += part[w];
   return s;
+}
+
+/* True in every thread of the block that arrives last at *arrived of the
+ * expected; that block sets the counter back to 0 for the next launch. The
+ * fence makes each thread's earlier writes visible to that block first,
+ * which reads them with __ldcg (not through its SM's L1). Every thread of
+ * the block must call it. */
+__device__ inline bool last_to_arrive(unsigned *arrived, unsigned expected) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(arrived, 1u) == expected - 1;
+    if (last) *arrived = 0;
+  }
+  __syncthreads();
+  return last;
 }
 
 /* Warp-wide sum and maximum: every lane gets the same value (each butterfly

@@ -861,17 +861,18 @@ static void test_optimizer_overlap(void) {
   release(GPU);
 }
 
-static void test_sumsq(size_t n) {
-  float *x = rnd(n, -1, 1), *res[3];
+/* off: x starts off floats into its buffer (1: not 16-byte aligned). */
+static void test_sumsq(size_t n, size_t off) {
+  float *x = rnd(n + off, -1, 1), *res[3];
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
     float *out = put(o, NULL, 1);
-    o->sumsq(out, put(o, x, n), n);
+    o->sumsq(out, put(o, x, n + off) + off, n);
     res[k] = get(o, out, 1);
     release(o);
   }
-  char name[32];
-  snprintf(name, sizeof name, "sumsq n=%zu", n);
+  char name[40];
+  snprintf(name, sizeof name, "sumsq n=%zu%s", n, off ? " +1" : "");
   compare(name, "out", res, 1, TOL_F32);
   free(x);
 }
@@ -1028,9 +1029,10 @@ int main(void) {
   test_optimizer_clip(0);
   test_optimizer_clip(1);
   test_optimizer_overlap();
-  test_sumsq(5331);
-  test_sumsq(((size_t)1 << 20) + 4097);
-  test_sumsq(0);
+  test_sumsq(5331, 0);
+  test_sumsq(((size_t)1 << 20) + 4097, 0);
+  test_sumsq(70001, 1);
+  test_sumsq(0, 0);
   test_bad_ids(0);
   test_bad_ids(1);
   return test_finish();
