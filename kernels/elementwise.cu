@@ -188,13 +188,56 @@ static uint32_t *bits_buffer(size_t words) {
   return (uint32_t *)grow_buffer(&buf, words * sizeof(uint32_t), "dropout bits");
 }
 
+static void draw_bits(uint32_t *bits, size_t words, size_t n, float p, DropoutKey key) {
+  if (!words) return;
+  dropout_bits_kernel<<<grid_for(words, THREADS), THREADS>>>(bits, words, p, key);
+  LAUNCH_CHECK("dropout bits (n=%zu p=%g)", n, p);
+}
+
 uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key) {
   ops_check_dropout("dropout bits", p);
   const size_t words = ceil_div(n, 32);
   uint32_t *bits = bits_buffer(words);
-  if (!words) return bits;
-  dropout_bits_kernel<<<grid_for(words, THREADS), THREADS>>>(bits, words, p, key);
-  LAUNCH_CHECK("dropout bits (n=%zu p=%g)", n, p);
+  draw_bits(bits, words, n, p, key);
+  return bits;
+}
+
+/* Enough for BERT-large's 48 LayerNorm sites (BERT-base's 24 take 19 MB
+ * at batch 64 x 128); past that, flags are drawn again, not wrong. */
+#define KEPT_BITS 64
+
+struct KeptBits {
+  size_t n;
+  float p;
+  DropoutKey key;
+  unsigned long long used; /* 0: empty */
+  GrowBuffer buf;
+};
+
+static bool same_bits(const KeptBits &k, size_t n, float p, DropoutKey key) {
+  return k.used && k.n == n && k.p == p && k.key.seed == key.seed && k.key.step == key.step &&
+         k.key.tensor == key.tensor && k.key.elem_offset == key.elem_offset;
+}
+
+const uint32_t *cuda_dropout_bits_kept(size_t n, float p, DropoutKey key) {
+  static KeptBits kept[KEPT_BITS];
+  static unsigned long long clock;
+  ops_check_dropout("dropout bits", p);
+  int slot = 0;
+  for (int i = 0; i < KEPT_BITS; i++) {
+    if (same_bits(kept[i], n, p, key)) {
+      kept[i].used = ++clock;
+      return (const uint32_t *)kept[i].buf.p;
+    }
+    if (kept[i].used < kept[slot].used) slot = i; /* the least recently used, or an empty one */
+  }
+  /* reused in stream order: the kernels that read the old flags run first */
+  KeptBits &k = kept[slot];
+  const size_t words = ceil_div(n, 32);
+  uint32_t *bits = (uint32_t *)grow_buffer(&k.buf, (words ? words : 1) * sizeof(uint32_t),
+                                           "kept dropout bits");
+  k.n = n, k.p = p, k.key = key, k.used = ++clock;
+  draw_bits(bits, words, n, p, key);
   return bits;
 }
 

@@ -508,7 +508,7 @@ void cuda_residual_ln_fwd(float *out, float *sum, float *mean, float *rstd, cons
     const int P = lane_packs<T>(c, {tp<T>(out), tp<T>(sum), tp<T>(y), tp<T>(res), gamma, beta});
     if (!with_packs(P, [&](auto pk) {
           constexpr int K = decltype(pk)::value;
-          const uint32_t *bits = p > 0.0f ? cuda_dropout_bits((size_t)n * c, p, key) : NULL;
+          const uint32_t *bits = p > 0.0f ? cuda_dropout_bits_kept((size_t)n * c, p, key) : NULL;
           residual_ln_regs<T, K><<<grid, THREADS>>>(
               tp<T>(out), tp<T>(sum), mean, rstd, tp<T>(y), tp<T>(res), gamma, beta, c, eps, p,
               s, bits, (size_t)n);
@@ -542,7 +542,8 @@ static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma,
     LAUNCH_CHECK("%s param part (n=%d c=%d)", op, n, c);
   }
   const unsigned grid = warp_rows_grid(op, (size_t)n);
-  if (P != 0 && dbranch && bd.p > 0.0f) bd.bits = cuda_dropout_bits((size_t)n * c, bd.p, bd.key);
+  if (P != 0 && dbranch && bd.p > 0.0f)
+    bd.bits = cuda_dropout_bits_kept((size_t)n * c, bd.p, bd.key);
   if (!with_packs(P, [&](auto pk) {
         constexpr int K = decltype(pk)::value;
         if constexpr (K * pack_len<T>() <= COLS_LANE_ELEMS)

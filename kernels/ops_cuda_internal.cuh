@@ -272,6 +272,10 @@ void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n,
  * would slow them (Philox is some 40 dependent integer operations per
  * block of four). In a buffer of its own, valid until the next call. */
 uint32_t *cuda_dropout_bits(size_t n, float p, DropoutKey key);
+/* The same flags, kept: a later call with the same n, p and key returns
+ * them without drawing them again (a LayerNorm backward after its
+ * forward). The KEPT_BITS most recently asked for are kept. */
+const uint32_t *cuda_dropout_bits_kept(size_t n, float p, DropoutKey key);
 
 __device__ inline void store_as(float *p, float v) { *p = v; }
 __device__ inline void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
@@ -498,8 +502,8 @@ void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const flo
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key);
 void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v);
-void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
-                   float scale);
+void cuda_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
+                   int v, float scale);
 void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                 const OptParams *o);
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,

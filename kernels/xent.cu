@@ -100,6 +100,14 @@ __device__ static void row_max_lse(const T *x, int v, float *mx_out, int *arg_ou
   *log_sum = log(r.s);
 }
 
+/* Row i's loss and whether its first argmax is the label (xl: the label's
+ * logit). */
+__device__ static void put_row_loss(double *loss, int *hit, size_t i, float mx, int arg, double ls,
+                                    float xl, int label) {
+  loss[i] = (double)mx + ls - xl;
+  hit[i] = arg == label;
+}
+
 template <class T>
 static __global__ void xent_rows_kernel(double *loss, int *hit, const T *logits,
                                         const int32_t *labels, int v, BadId *bad) {
@@ -115,10 +123,7 @@ static __global__ void xent_rows_kernel(double *loss, int *hit, const T *logits,
   int arg;
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
-  if (threadIdx.x == 0) {
-    loss[i] = (double)mx + ls - ldf(&x[label]);
-    hit[i] = arg == label;
-  }
+  if (threadIdx.x == 0) put_row_loss(loss, hit, i, mx, arg, ls, ldf(&x[label]), label);
 }
 
 /* One block: out = { mean loss over counted rows, correct, counted }. */
@@ -141,23 +146,28 @@ static __global__ void xent_total_kernel(float *out, const double *loss, const i
 }
 
 /* Every thread reads the row for the reductions before writing only its own
- * elements, so dlogits may be logits. */
+ * elements, so dlogits may be logits. With loss (not NULL), also the row's
+ * loss and hit, as xent_rows_kernel. */
 template <class T>
-static __global__ void xent_bwd_kernel(T *dlogits, const T *logits, const int32_t *labels, int v,
-                                       float scale, BadId *bad) {
+static __global__ void xent_bwd_kernel(T *dlogits, double *loss, int *hit, const T *logits,
+                                       const int32_t *labels, int v, float scale, BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
   const T *x = logits + i * v;
   T *d = dlogits + i * v;
   if (label < 0 || label >= v) {
     if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
+    if (loss && threadIdx.x == 0) loss[i] = 0.0, hit[i] = 0;
     block_row_put(d, v, [](int) { return 0.0f; });
     return;
   }
+  /* read before row_max_lse's barriers, after which the row may be overwritten */
+  const float xl = threadIdx.x == 0 ? ldf(&x[label]) : 0.0f;
   float mx;
   int arg;
   double ls;
   row_max_lse(x, v, &mx, &arg, &ls);
+  if (loss && threadIdx.x == 0) put_row_loss(loss, hit, i, mx, arg, ls, xl, label);
   const float lse = (float)(mx + ls); /* exp(x - lse) in float: ~1e-6 relative */
   block_row_put(d, v, [&](int j) {
     float g = scale * expf(ldf(&x[j]) - lse);
@@ -165,29 +175,45 @@ static __global__ void xent_bwd_kernel(T *dlogits, const T *logits, const int32_
   });
 }
 
+/* Per-row losses and hits in the scratch, for xent_total_kernel. */
+static double *row_losses(int n, int **hit) {
+  double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
+  *hit = (int *)(loss + n);
+  return loss;
+}
+
+static void xent_total(const char *what, float *out, const double *loss, const int *hit,
+                       const int32_t *labels, int n, int v) {
+  xent_total_kernel<<<1, THREADS>>>(out, loss, hit, labels, n);
+  LAUNCH_CHECK("%s total (n=%d v=%d)", what, n, v);
+}
+
 void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
   ops_check_dims("xent_fwd", n, v, 1);
   WRITES(out, 3);
-  double *loss = (double *)cuda_scratch((size_t)n * (sizeof(double) + sizeof(int)));
-  int *hit = (int *)(loss + n);
+  int *hit;
+  double *loss = row_losses(n, &hit);
   by_act("xent_fwd", {logits}, [&](auto t) {
     using T = decltype(t);
     xent_rows_kernel<T><<<(unsigned)n, ROW_THREADS>>>(loss, hit, tp<T>(logits), labels, v,
                                                       cuda_bad_id());
   });
   LAUNCH_CHECK("xent_fwd rows (n=%d v=%d)", n, v);
-  xent_total_kernel<<<1, THREADS>>>(out, loss, hit, labels, n);
-  LAUNCH_CHECK("xent_fwd total (n=%d v=%d)", n, v);
+  xent_total("xent_fwd", out, loss, hit, labels, n, v);
 }
 
-void cuda_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
-                   float scale) {
+void cuda_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
+                   int v, float scale) {
   ops_check_dims("xent_bwd", n, v, 1);
   WRITES(dlogits, (size_t)n * v);
+  if (out) WRITES(out, 3);
+  int *hit = NULL;
+  double *loss = out ? row_losses(n, &hit) : NULL;
   by_act("xent_bwd", {dlogits, logits}, [&](auto t) {
     using T = decltype(t);
-    xent_bwd_kernel<T><<<(unsigned)n, ROW_THREADS>>>(tp<T>(dlogits), tp<T>(logits), labels, v,
-                                                     scale, cuda_bad_id());
+    xent_bwd_kernel<T><<<(unsigned)n, ROW_THREADS>>>(tp<T>(dlogits), loss, hit, tp<T>(logits),
+                                                     labels, v, scale, cuda_bad_id());
   });
   LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
+  if (out) xent_total("xent_bwd", out, loss, hit, labels, n, v);
 }

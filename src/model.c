@@ -370,13 +370,15 @@ void model_forward_backward(Model *m, const Batch *b, int train, DropoutCtx d, f
   m->drop = d;
   m->has_labels = b->labels != NULL;
   m->has_mlm_labels = m->o.mode == MODEL_PRETRAIN && b->mlm_ids != NULL;
+  m->mlm_bwd = train && m->has_mlm_labels && mlm_count > 0;
+  m->cls_bwd = train && m->has_labels && cls_count > 0;
 
   encoder_forward(m);
   heads_forward(m);
   /* the backward is issued before the losses are read: reading them waits
    * for the device, which would then idle until the backward's first
-   * launch (nothing in the backward writes xent) */
-  if (train && mlm_count + cls_count > 0) {
+   * launch (the losses are the heads' first step back) */
+  if (m->mlm_bwd || m->cls_bwd) {
     m->ops->zero(m->dh, (size_t)m->B * m->S * m->H * sizeof(float));
     heads_backward(m, loss_weight, mlm_count, cls_count);
     model_grads_ready(m, m->L);

@@ -80,6 +80,9 @@ struct Model {
   float *xent;                                      /* [6]: MLM then NSP/CLS */
   float *grad_sumsq;                                /* [1]: training only */
   int has_mlm_labels, has_labels;
+  /* this call's backward runs the head, and takes its loss from xent_bwd
+   * (a pass over the logits fewer than xent_fwd in the forward) */
+  int mlm_bwd, cls_bwd;
 
   /* backward scratch (training) */
   float *dh, *tmp, *dctx, *dq, *dk, *dv, *dg; /* [n,H] x6, [n,I] */

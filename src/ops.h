@@ -207,9 +207,12 @@ typedef struct Ops {
    * label, number of counted rows }. ---- */
   void (*xent_fwd)(float *out, const float *logits, const int32_t *labels, int n, int v);
   /* dlogits = scale * (softmax - onehot(label)) on counted rows, 0 on ignored
-   * rows; scale = 1 / count gives the gradient of the mean loss. */
-  void (*xent_bwd)(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
-                   float scale);
+   * rows; scale = 1 / count gives the gradient of the mean loss. out: NULL,
+   * or xent_fwd's out of the same rows, from the same pass over them (a
+   * training step then need not call xent_fwd: on GPUs, a pass over the
+   * MLM logits fewer). */
+  void (*xent_bwd)(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
+                   int v, float scale);
 
   /* ---- optimizer over the flat buffers w, g, m, v (m, v start at 0);
    * elements outside every range are left alone; the ranges must be

@@ -182,10 +182,11 @@ void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n,
   free(hit);
 }
 
-void cpu_xent_bwd(float *dlogits, const float *logits, const int32_t *labels, int n, int v,
-                  float scale) {
+void cpu_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
+                  int v, float scale) {
   ops_check_dims("xent_bwd", n, v, 1);
   check_labels("xent_bwd", labels, n, v);
+  if (out) cpu_xent_fwd(out, logits, labels, n, v); /* before dlogits may overwrite logits */
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; i++) {
     const float *x = logits + (size_t)i * v;

@@ -166,9 +166,9 @@ static void p_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n
 static void p_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
   TIMED(xent_fwd(out, logits, labels, n, v), 0, (double)n * v, 0, "xent_fwd", "%d x %d", n, v);
 }
-static void p_xent_bwd(float *dl, const float *logits, const int32_t *labels, int n, int v,
-                       float scale) {
-  TIMED(xent_bwd(dl, logits, labels, n, v, scale), 0, 2.0 * n * v, 0, "xent_bwd", "%d x %d", n, v);
+static void p_xent_bwd(float *dl, float *out, const float *logits, const int32_t *labels, int n,
+                       int v, float scale) {
+  TIMED(xent_bwd(dl, out, logits, labels, n, v, scale), 0, 2.0 * n * v, 0, "xent_bwd", "%d x %d", n, v);
 }
 /* The optimizer reads w, g, m, v and writes w, m, v over the ranges. */
 static double range_elems(const ParamRange *r, int nr) {

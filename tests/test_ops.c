@@ -530,16 +530,24 @@ static void test_xent(void) {
   CHECK_INT(out[2], 5);
 
   float *dl = dev(NULL, XN * XV);
-  O->xent_bwd(dl, X.dLogits, X.dLabels, XN, XV, 1.0f / count);
+  O->xent_bwd(dl, NULL, X.dLogits, X.dLabels, XN, XV, 1.0f / count);
   float *g = down(dl, XN * XV);
   fd_check("xent", X.logits, XN * XV, g, xent_loss);
   int zero = 1;
   for (int j = 0; j < XV; j++) zero &= g[2 * XV + j] == 0.0f && g[5 * XV + j] == 0.0f;
   CHECK(zero);
-  /* dlogits may overwrite logits */
-  O->xent_bwd(X.dLogits, X.dLogits, X.dLabels, XN, XV, 1.0f / count);
+  /* dlogits may overwrite logits; the losses on the way are xent_fwd's */
+  float fwd_out[3], bwd_out[3], *dOut2 = dev(NULL, 3);
+  O->to_device(X.dLogits, X.logits, XN * XV * sizeof(float));
+  O->xent_fwd(X.dOut, X.dLogits, X.dLabels, XN, XV);
+  O->to_host(fwd_out, X.dOut, sizeof fwd_out);
+  O->xent_bwd(X.dLogits, dOut2, X.dLogits, X.dLabels, XN, XV, 1.0f / count);
+  O->to_host(bwd_out, dOut2, sizeof bwd_out);
+  CHECK(memcmp(fwd_out, bwd_out, sizeof fwd_out) == 0);
+  CHECK(fwd_out[2] == 5.0f);
   float *g2 = down(X.dLogits, XN * XV);
   CHECK(memcmp(g, g2, XN * XV * sizeof *g) == 0);
+  O->free(dOut2);
   /* all rows ignored: mean 0, count 0 */
   int32_t none[XN];
   for (int i = 0; i < XN; i++) none[i] = -100;
@@ -845,7 +853,7 @@ static Digest run_all(int threads) {
   float *dqkv = dev(NULL, NR * 3 * H), *dln = dev(NULL, NR * H), *dw = dev(NULL, 3 * H * H);
   float *db = dev(NULL, 3 * H), *dgm = dev(NULL, H), *dbt = dev(NULL, H), *dx = dev(NULL, NR * H);
   float *dte = dev(NULL, 50 * H), *dpe = dev(NULL, S * H), *dtt = dev(NULL, 2 * H), *gout = dev(NULL, 40 * H);
-  O->xent_bwd(dlog, logits, dlabels, NR, V, 1.0f / 70);
+  O->xent_bwd(dlog, NULL, logits, dlabels, NR, V, 1.0f / 70);
   O->linear_bwd(dctx, dwo, NULL, dlog, ctx, wo, NR, H, V, 0);
   O->attn_bwd(dqkv, dqkv + H, dqkv + 2 * H, dctx, probs, qkv, qkv + H, qkv + 2 * H, 3 * H, B, S,
               NH, HD, 0.1f, key);

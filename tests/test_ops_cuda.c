@@ -471,8 +471,18 @@ static void test_layernorm(int n, int c) {
  * one add per element, as the CPU's passes), out = LayerNorm(sum); sum
  * written over y as the model calls it. p = 0: no dropout. Its backward:
  * dx over dy, dbranch = dropout'(dx), dgamma and dbeta accumulated. */
-static void test_residual_ln(int n, int c, float p) {
+static unsigned long long launches(const Ops *o) {
+  DeviceInfo di;
+  o->device_info(&di);
+  return di.launches;
+}
+
+/* evict: forwards of more other keys than the GPU keeps flags for, between
+ * the forward and its backward. Returns the launches of the GPU's (first)
+ * backward. */
+static unsigned long long test_residual_ln(int n, int c, float p, int evict) {
   size_t nc = (size_t)n * c;
+  unsigned long long bwd_launches = 0;
   float *y = rnd(nc, -2, 2), *res = rnd(nc, -2, 2), *gamma = rnd(c, 0.5f, 1.5f);
   float *beta = rnd(c, -1, 1), *dy = rnd(nc, -1, 1), *dg0 = rnd(c, -1, 1), *db0 = rnd(c, -1, 1);
   DropoutKey key = rnd_key(4321); /* not a multiple of 4 */
@@ -493,7 +503,19 @@ static void test_residual_ln(int n, int c, float p) {
     o->to_device(dr, rstd[0], n * sizeof(float));
     float *ddy = putA(o, dy, nc), *dbranch = putA(o, NULL, nc);
     float *ddg = put(o, dg0, c), *ddb = put(o, db0, c);
+    if (evict) {
+      float *eo = putA(o, NULL, nc), *es = putA(o, NULL, nc), *er = putA(o, res, nc);
+      for (int e = 0; e < 70; e++) {
+        DropoutKey other = key;
+        other.step += 1 + e;
+        o->residual_ln_fwd(eo, es, dm, dr, er, er, dgam, dgam, n, c, 1e-12f, p, other);
+      }
+      o->to_device(dm, mean[0], n * sizeof(float));
+      o->to_device(dr, rstd[0], n * sizeof(float));
+    }
+    unsigned long long before = launches(o);
     o->residual_ln_bwd(ddy, dbranch, ddg, ddb, ddy, dys, dm, dr, dgam, n, c, p, key);
+    if (k == 1) bwd_launches = launches(o) - before;
     dx[k] = get(o, ddy, nc);
     dbr[k] = get(o, dbranch, nc);
     dg[k] = get(o, ddg, c);
@@ -501,7 +523,7 @@ static void test_residual_ln(int n, int c, float p) {
     release(o);
   }
   char name[48];
-  snprintf(name, sizeof name, "residual_ln c=%d p=%.1f", c, p);
+  snprintf(name, sizeof name, "residual_ln c=%d p=%.1f%s", c, p, evict ? " evict" : "");
   compare(name, "sum", sum, nc, TOL_EXACT);
   compare(name, "out", out, nc, TOL_F32);
   compare(name, "mean", mean, n, TOL_F32);
@@ -511,6 +533,19 @@ static void test_residual_ln(int n, int c, float p) {
   compare(name, "dgamma", dg, c, TOL_F32);
   compare(name, "dbeta", db, c, TOL_F32);
   free(y), free(res), free(gamma), free(beta), free(dy), free(dg0), free(db0);
+  return bwd_launches;
+}
+
+/* The GPU keeps a forward's dropout flags for its backward (register
+ * kernels): one launch fewer than when they had to be drawn again, and the
+ * same results either way (test_residual_ln compares both). */
+static void test_kept_bits(void) {
+  unsigned long long kept = test_residual_ln(NTOK, 768, 0.1f, 0);
+  unsigned long long drawn = test_residual_ln(NTOK, 768, 0.1f, 1);
+  int ok = drawn == kept + 1;
+  printf("%-18s bwd launches: %llu after its forward, %llu after 70 others  %s\n", "kept bits",
+         kept, drawn, ok ? "PASS" : "FAIL");
+  CHECK(ok);
 }
 
 /* ---- elementwise and dropout ---- */
@@ -691,7 +726,7 @@ static void test_xent(int n, int v, int all_ignored) {
     if (i % 5 == 1 && labels[i] > 0) row[labels[i]] = row[labels[i] / 2] = 6.0f;
     if (i % 4 == 2 || all_ignored) labels[i] = -1;
   }
-  float *out[3], *dl[3], *dla[3];
+  float *out[3], *dl[3], *dla[3], *bwd_out[3];
   float scale = 1.0f;
   for (int k = 0; k < 3; k++) {
     const Ops *o = backend(k);
@@ -700,10 +735,13 @@ static void test_xent(int n, int v, int all_ignored) {
     o->xent_fwd(dout, dlog, dlab, n, v);
     out[k] = get(o, dout, 3);
     if (k == 0) scale = out[0][2] > 0 ? 1.0f / out[0][2] : 1.0f;
-    o->xent_bwd(dgrad, dlog, dlab, n, v, scale);
+    o->xent_bwd(dgrad, NULL, dlog, dlab, n, v, scale);
     dl[k] = get(o, dgrad, nv);
-    o->xent_bwd(dlog, dlog, dlab, n, v, scale); /* in place, as the CLS head */
+    /* in place, as the CLS head, with the losses as the model takes them */
+    float *dout2 = put(o, NULL, 3);
+    o->xent_bwd(dlog, dout2, dlog, dlab, n, v, scale);
     dla[k] = get(o, dlog, nv);
+    bwd_out[k] = get(o, dout2, 3);
     release(o);
   }
   char name[32];
@@ -713,12 +751,17 @@ static void test_xent(int n, int v, int all_ignored) {
   printf("%-18s counts  cpu %g/%g gpu %g/%g (correct/counted)  %s\n", name, out[0][1], out[0][2],
          out[1][1], out[1][2], counts_equal ? "PASS" : "FAIL");
   CHECK(counts_equal);
+  int same = 1;
+  for (int k = 0; k < 3; k++) same &= memcmp(bwd_out[k], out[k], 3 * sizeof(float)) == 0;
+  printf("%-18s losses  xent_bwd's out is xent_fwd's, on each backend  %s\n", name,
+         same ? "PASS" : "FAIL");
+  CHECK(same);
   if (!all_ignored) CHECK(out[0][1] > 0 && out[0][1] < out[0][2]); /* the test means something */
   float *loss[3];
   for (int k = 0; k < 3; k++) {
     loss[k] = xmalloc(sizeof(float));
     loss[k][0] = out[k][0];
-    free(out[k]);
+    free(out[k]), free(bwd_out[k]);
   }
   compare(name, "loss", loss, 1, TOL_F32);
   compare(name, "dlogits", dl, nv, TOL_F32);
@@ -936,12 +979,12 @@ static void test_act_ops(void) {
   test_layernorm(NTOK, 768); /* BERT-base rows: whole packs in every lane, in registers */
   test_layernorm(33 * 64 + 5, H); /* more column-sum chunks than a warp has lanes */
   test_layernorm(NTOK, 2048); /* bf16: rows in registers, the column sums apart */
-  test_residual_ln(NTOK, H, 0.1f);
-  test_residual_ln(7, 300, 0.3f);
-  test_residual_ln(NTOK, H, 0.0f);
-  test_residual_ln(NTOK, 768, 0.1f);
-  test_residual_ln(NTOK, 256, 0.1f);
-  test_residual_ln(5 * 64 + 5, 768, 0.1f); /* BERT-base rows over chunks, the last one part */
+  test_residual_ln(NTOK, H, 0.1f, 0);
+  test_residual_ln(7, 300, 0.3f, 0);
+  test_residual_ln(NTOK, H, 0.0f, 0);
+  test_residual_ln(NTOK, 256, 0.1f, 0);
+  test_residual_ln(5 * 64 + 5, 768, 0.1f, 0); /* BERT-base rows over chunks, the last one part */
+  test_kept_bits();
   test_elementwise(EW_ADD, "add", TOL_EXACT, 0);
   test_elementwise(EW_SCALE, "scale", TOL_EXACT, 0);
   test_elementwise(EW_GELU_FWD, "gelu_fwd", TOL_F32, 0);
