@@ -197,16 +197,10 @@ static void scatter_rows(const char *what, TD *dst, const TS *src, const int32_t
   LAUNCH_CHECK("%s scatter rows (n=%d c=%d rows=%d)", what, n, c, rows);
 }
 
-/* dwpe[s] += dout[b, s] for b in order: position s of every sample. */
-template <class T>
-static __global__ void embed_pos_bwd_kernel(float *dwpe, const T *dout, int B, int S, int H) {
-  GRID_STRIDE(i, (size_t)S * H) {
-    size_t s = i / (size_t)H, j = i % (size_t)H;
-    float acc = dwpe[i];
-    for (int b = 0; b < B; b++) acc += ldf(&dout[((size_t)b * S + s) * H + j]);
-    dwpe[i] = acc;
-  }
-}
+/* Token types take a column sum each (BERT has 2) where there are at
+ * most this many: a scatter with a few rows has thousands of hits a row,
+ * summed in chains; a column sum reads dout once a type, all in parallel. */
+#define TYPE_SUMS_MAX 4
 
 /* One warp per gathered row. */
 template <class T>
@@ -244,7 +238,8 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
                     const int32_t *word_ids, const int32_t *type_ids, int B, int S, int H,
                     int vocab, int ntypes) {
   if (ops_no_work("embed_bwd", B, S, H)) return;
-  if ((size_t)B * S > INT_MAX) die("ops: embed_bwd: %d x %d tokens are too many", B, S);
+  if ((size_t)B * S > INT_MAX || (size_t)S * H > INT_MAX)
+    die("ops: embed_bwd: %d x %d tokens of %d are too many", B, S, H);
   int n = B * S;
   if (dwte) WRITES_FROM(dwte);
   if (dwpe) WRITES_FROM(dwpe);
@@ -253,11 +248,16 @@ void cuda_embed_bwd(float *dwte, float *dwpe, float *dwtt, const float *dout,
     using T = decltype(t);
     const T *d = tp<T>(dout);
     if (dwte) scatter_rows("embed_bwd wte", dwte, d, word_ids, n, H, vocab, BAD_NONE);
-    if (dwpe) {
-      embed_pos_bwd_kernel<T><<<grid_for((size_t)S * H, THREADS), THREADS>>>(dwpe, d, B, S, H);
-      LAUNCH_CHECK("embed_bwd wpe (B=%d S=%d H=%d)", B, S, H);
+    /* position s of every sample: rows of the samples, S x H columns */
+    if (dwpe) cuda_colsum_acc("embed_bwd wpe", dwpe, d, B, S * H, S * H, NULL, 0);
+    if (dwtt && !type_ids) {
+      cuda_colsum_acc("embed_bwd wtt", dwtt, d, n, H, H, NULL, 0); /* all type 0 */
+    } else if (dwtt && ntypes <= TYPE_SUMS_MAX) {
+      for (int t = 0; t < ntypes; t++)
+        cuda_colsum_acc("embed_bwd wtt", dwtt + (size_t)t * H, d, n, H, H, type_ids, t);
+    } else if (dwtt) {
+      scatter_rows("embed_bwd wtt", dwtt, d, type_ids, n, H, ntypes, BAD_NONE);
     }
-    if (dwtt) scatter_rows("embed_bwd wtt", dwtt, d, type_ids, n, H, ntypes, BAD_NONE);
   });
 }
 

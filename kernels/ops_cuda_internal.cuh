@@ -266,6 +266,13 @@ void cuda_to_bf16(const char *what, __nv_bfloat16 *dst, const float *src, size_t
  * x is fp32, or bf16 when x16. */
 void cuda_dropout_to_bf16(__nv_bfloat16 *out, const void *x, bool x16, size_t n, float p,
                           DropoutKey key);
+/* colsum.cu: acc[j] += the sum over the rows r of x[r * ld + j], j < c,
+ * of the rows whose sel[r] is want (sel NULL: every row); deterministic
+ * (a fixed order, not the CPU's), one launch. */
+void cuda_colsum_acc(const char *what, float *acc, const float *x, int rows, int c, int ld,
+                     const int32_t *sel, int want);
+void cuda_colsum_acc(const char *what, float *acc, const __nv_bfloat16 *x, int rows, int c,
+                     int ld, const int32_t *sel, int want);
 /* elementwise.cu: the keep flags of the dropout of n elements (p, key as
  * dropout_fwd), a bit each: element i at bit i % 32 of word i / 32, drawn
  * by a kernel of their own at full occupancy, for kernels whose draws
