@@ -2,6 +2,8 @@
  * inputs alone, so any launch shape gives the same bits, and out may alias
  * an input (each thread reads its element before writing it). Each kernel
  * runs on fp32 or bf16 activations (T; activations.cu), computing in fp32. */
+#include <limits.h>
+
 #include "ops_cuda_internal.cuh"
 
 #define SQRT1_2 0.70710678118654752f
@@ -18,13 +20,9 @@ struct ScaleOp {
 struct GeluOp {
   __device__ float operator()(float x, float) const { return 0.5f * x * (1.0f + erff(x * SQRT1_2)); }
 };
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x); a is dy, b is x */
+/* a is dy, b is x */
 struct GeluBwdOp {
-  __device__ float operator()(float dy, float x) const {
-    float cdf = 0.5f * (1.0f + erff(x * SQRT1_2));
-    float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
-    return dy * (cdf + x * pdf);
-  }
+  __device__ float operator()(float dy, float x) const { return gelu_grad(dy, x); }
 };
 struct TanhOp {
   __device__ float operator()(float x, float) const { return tanhf(x); }
@@ -103,8 +101,13 @@ void cuda_scale(float *x, size_t n, float s) { map("scale", x, x, NULL, n, Scale
 
 void cuda_gelu_fwd(float *out, const float *x, size_t n) { map("gelu_fwd", out, x, NULL, n, GeluOp{}); }
 
-void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-  map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
+void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
+  ops_check_rows("gelu_bwd", dbias, n, c);
+  if (!dbias) return map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
+  if (n / (size_t)c > INT_MAX) die("ops: gelu_bwd: %zu rows are too many", n / (size_t)c);
+  WRITES(dx, n);
+  WRITES(dbias, c);
+  cuda_gelu_bwd_colsum(dx, dbias, dy, x, (int)(n / (size_t)c), c);
 }
 
 void cuda_tanh_fwd(float *out, const float *x, size_t n) { map("tanh_fwd", out, x, NULL, n, TanhOp{}); }

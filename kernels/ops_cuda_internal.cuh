@@ -273,6 +273,17 @@ void cuda_colsum_acc(const char *what, float *acc, const float *x, int rows, int
                      const int32_t *sel, int want);
 void cuda_colsum_acc(const char *what, float *acc, const __nv_bfloat16 *x, int rows, int c,
                      int ld, const int32_t *sel, int want);
+/* gelu_bwd (dx may be dy) with dbias += the column sums of dx, rows of c,
+ * in one pass; the sums as cuda_colsum_acc's of the dx written. */
+void cuda_gelu_bwd_colsum(float *dx, float *dbias, const float *dy, const float *x, int rows,
+                          int c);
+
+/* d/dx [x Phi(x)] dy = (Phi(x) + x phi(x)) dy, the exact (erf) GELU's. */
+__device__ inline float gelu_grad(float dy, float x) {
+  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  const float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
+  return dy * (cdf + x * pdf);
+}
 /* elementwise.cu: the keep flags of the dropout of n elements (p, key as
  * dropout_fwd), a bit each: element i at bit i % 32 of word i / 32, drawn
  * by a kernel of their own at full occupancy, for kernels whose draws
@@ -496,7 +507,7 @@ void cuda_residual_ln_bwd(float *dx, float *dbranch, float *dgamma, float *dbeta
                           DropoutKey key);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_gelu_fwd(float *out, const float *x, size_t n);
-void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c);
 void cuda_tanh_fwd(float *out, const float *x, size_t n);
 void cuda_tanh_bwd(float *dx, const float *dy, const float *y, size_t n);
 void cuda_scale(float *x, size_t n, float s);

@@ -55,8 +55,9 @@ static void layer_backward(Model *m, int l) {
                      W(m, w->ln2_w), n, H, m->p_hid, layer_key(m, l, DROP_FFN_OUT, per_tok));
   const float *dffn = dbranch ? dbranch : dh;
   o->linear_bwd(m->dg, G(m, w->out_w), G(m, w->out_b), dffn, a->g, W(m, w->out_w), n, I, H, 0);
-  o->gelu_bwd(m->dg, m->dg, a->h1, (size_t)n * I);
-  o->linear_bwd(dh, G(m, w->in_w), G(m, w->in_b), m->dg, a->a, W(m, w->in_w), n, H, I, 1);
+  /* the FFN's input bias gradient is summed by the GELU's backward */
+  o->gelu_bwd(m->dg, G(m, w->in_b), m->dg, a->h1, (size_t)n * I, I);
+  o->linear_bwd(dh, G(m, w->in_w), NULL, m->dg, a->a, W(m, w->in_w), n, H, I, 1);
 
   /* attention LayerNorm, attention branch; dh becomes d(x) */
   o->residual_ln_bwd(dh, dbranch, G(m, w->ln1_w), G(m, w->ln1_b), dh, a->r1, a->mean1, a->rstd1,

@@ -46,9 +46,8 @@ static void mlm_backward(Model *m, float scale) {
                 m->V, 0);
   o->layernorm_bwd(m->dt, G(m, t->tln_w), G(m, t->tln_b), m->dt, m->t2, m->t_mean, m->t_rstd,
                    W(m, t->tln_w), np, H);
-  o->gelu_bwd(m->dt, m->dt, m->t1, (size_t)np * H);
-  o->linear_bwd(m->dgath, G(m, t->tr_w), G(m, t->tr_b), m->dt, m->gath, W(m, t->tr_w), np, H, H,
-                0);
+  o->gelu_bwd(m->dt, G(m, t->tr_b), m->dt, m->t1, (size_t)np * H, H);
+  o->linear_bwd(m->dgath, G(m, t->tr_w), NULL, m->dt, m->gath, W(m, t->tr_w), np, H, H, 0);
   o->gather_bwd(m->dh, m->dgath, m->mlm_idx, np, m->B * m->S, H);
 }
 

@@ -169,7 +169,10 @@ typedef struct Ops {
   /* ---- elementwise ---- */
   void (*add)(float *out, const float *a, const float *b, size_t n); /* residual */
   void (*gelu_fwd)(float *out, const float *x, size_t n);            /* exact erf GELU */
-  void (*gelu_bwd)(float *dx, const float *dy, const float *x, size_t n);
+  /* dbias (may be NULL): += the column sums of dx, n / c rows of c: the
+   * bias gradient of the product before the GELU, as linear_bwd's db would
+   * add it, taken in the same pass (on GPUs, a read of dx fewer). */
+  void (*gelu_bwd)(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c);
   void (*tanh_fwd)(float *out, const float *x, size_t n);
   void (*tanh_bwd)(float *dx, const float *dy, const float *y, size_t n); /* y = tanh(x) */
   void (*scale)(float *x, size_t n, float s);                            /* x *= s */

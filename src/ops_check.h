@@ -25,6 +25,12 @@ static inline void ops_check_dropout(const char *op, float p) {
     die("ops: %s: dropout probability must be in [0, 1) (got %g)", op, p);
 }
 
+/* With bias (the column sums of a gelu_bwd), n elements must be rows of c. */
+static inline void ops_check_rows(const char *op, const void *bias, size_t n, int c) {
+  if (bias && (c <= 0 || n % (size_t)c != 0))
+    die("ops: %s: %zu elements are not rows of %d", op, n, c);
+}
+
 /* Attention: positive sizes, nh heads of hd columns within the row stride
  * ld, a dropout probability. */
 static inline void ops_check_attn(const char *op, int ld, int B, int S, int nh, int hd, float p) {

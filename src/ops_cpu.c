@@ -85,7 +85,8 @@ static void cpu_gelu_fwd(float *out, const float *x, size_t n) {
 }
 
 /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
-static void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
+static void cpu_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
+  ops_check_rows("gelu_bwd", dbias, n, c);
   const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) {
@@ -94,6 +95,7 @@ static void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
     float pdf = inv_sqrt_2pi * expf(-0.5f * xi * xi);
     dx[i] = dy[i] * (cdf + xi * pdf);
   }
+  if (dbias) cpu_colsum_acc(dbias, dx, (int)(n / (size_t)c), c);
 }
 
 static void cpu_tanh_fwd(float *out, const float *x, size_t n) {

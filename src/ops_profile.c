@@ -126,8 +126,9 @@ static void p_add(float *out, const float *a, const float *b, size_t n) {
 static void p_gelu_fwd(float *out, const float *x, size_t n) {
   TIMED(gelu_fwd(out, x, n), 0, 2.0 * n, 0, "gelu_fwd", "%zu", n);
 }
-static void p_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
-  TIMED(gelu_bwd(dx, dy, x, n), 0, 3.0 * n, 0, "gelu_bwd", "%zu", n);
+static void p_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
+  TIMED(gelu_bwd(dx, dbias, dy, x, n, c), 0, 3.0 * n, 0, "gelu_bwd", "%zu%s", n,
+        dbias ? " + bias" : "");
 }
 static void p_tanh_fwd(float *out, const float *x, size_t n) {
   TIMED(tanh_fwd(out, x, n), 0, 2.0 * n, 0, "tanh_fwd", "%zu", n);

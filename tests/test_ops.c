@@ -298,7 +298,7 @@ static void test_elementwise(void) {
   const char *names[3] = {"gelu", "tanh", "dropout"};
   for (W.kind = 0; W.kind < 3; W.kind++) {
     elem_loss();
-    if (W.kind == 0) O->gelu_bwd(dx, dy, W.dX, EN);
+    if (W.kind == 0) O->gelu_bwd(dx, NULL, dy, W.dX, EN, 0);
     if (W.kind == 1) O->tanh_bwd(dx, dy, W.dOut, EN);
     if (W.kind == 2) O->dropout_bwd(dx, dy, EN, 0.3f, W.key);
     float *g = down(dx, EN);
@@ -324,6 +324,24 @@ static void test_elementwise(void) {
   free(a);
   O->free(dy), O->free(dx), O->free(W.dX), O->free(W.dOut);
   free(W.x), free(W.wts);
+}
+
+/* gelu_bwd's bias sums: the same dx, and the bias plus dx's column sums. */
+static void test_gelu_bias(void) {
+  enum { R = 6, C = 5 };
+  float *x = host_rand(R * C, -3, 3), *g = host_rand(R * C, -1, 1), *b0 = host_rand(C, -1, 1);
+  float *dX = dev(x, R * C), *dY = dev(g, R * C), *dA = dev(NULL, R * C), *dB = dev(b0, C);
+  O->gelu_bwd(dA, NULL, dY, dX, R * C, 0);
+  O->gelu_bwd(dY, dB, dY, dX, R * C, C); /* in place, as the model */
+  float *plain = down(dA, R * C), *fused = down(dY, R * C), *bias = down(dB, C);
+  CHECK(memcmp(plain, fused, R * C * sizeof(float)) == 0);
+  for (int j = 0; j < C; j++) {
+    double s = b0[j];
+    for (int r = 0; r < R; r++) s += plain[r * C + j];
+    CHECK(fabs(bias[j] - s) < 1e-5);
+  }
+  free(x), free(g), free(b0), free(plain), free(fused), free(bias);
+  O->free(dX), O->free(dY), O->free(dA), O->free(dB);
 }
 
 /* ---- attention ---- */
@@ -857,7 +875,7 @@ static Digest run_all(int threads) {
   O->linear_bwd(dctx, dwo, NULL, dlog, ctx, wo, NR, H, V, 0);
   O->attn_bwd(dqkv, dqkv + H, dqkv + 2 * H, dctx, probs, qkv, qkv + H, qkv + 2 * H, 3 * H, B, S,
               NH, HD, 0.1f, key);
-  O->gelu_bwd(act, act, qkv, NR * F);
+  O->gelu_bwd(act, NULL, act, qkv, NR * F, 0);
   O->linear_bwd(dln, dw, db, dqkv, ln, wqkv, NR, H, 3 * H, 0);
   O->layernorm_bwd(dx, dgm, dbt, dln, x, mean, rstd, gamma, NR, H);
   O->embed_bwd(dte, dpe, dtt, dx, dids, dtypes, B, S, H, 50, 2);
@@ -954,6 +972,7 @@ int main(void) {
   test_embeddings();
   test_layernorm();
   test_elementwise();
+  test_gelu_bias();
   test_attention();
   test_gather();
   test_xent();

@@ -351,6 +351,34 @@ static void test_weight_copy(void) {
 
 /* ---- embeddings and gathers ---- */
 
+/* gelu_bwd with the bias sums (in place, as the model): dx and dbias
+ * against the CPU's, and dx against gelu_bwd without them. */
+static void test_gelu_bias(int rows, int c) {
+  size_t n = (size_t)rows * c;
+  float *x = rnd(n, -3, 3), *dy = rnd(n, -1, 1), *b0 = rnd(c, -1, 1);
+  float *dx[3], *db[3], *plain[3];
+  for (int k = 0; k < 3; k++) {
+    const Ops *o = backend(k);
+    float *dX = putA(o, x, n), *dY = putA(o, dy, n), *dA = putA(o, NULL, n), *dB = put(o, b0, c);
+    o->gelu_bwd(dA, NULL, dY, dX, n, 0);
+    o->gelu_bwd(dY, dB, dY, dX, n, c);
+    dx[k] = get(o, dY, n);
+    db[k] = get(o, dB, c);
+    plain[k] = get(o, dA, n);
+    release(o);
+  }
+  int same = 1;
+  for (int k = 0; k < 3; k++) same &= memcmp(dx[k], plain[k], n * sizeof(float)) == 0;
+  char name[40];
+  snprintf(name, sizeof name, "gelu_bwd+bias %dx%d", rows, c);
+  printf("%-18s dx      the same as without the sums  %s\n", name, same ? "PASS" : "FAIL");
+  CHECK(same);
+  compare(name, "dx", dx, n, TOL_F32);
+  compare(name, "dbias", db, c, TOL_F32);
+  for (int k = 0; k < 3; k++) free(plain[k]);
+  free(x), free(dy), free(b0);
+}
+
 /* ntypes: BERT's 2 (a column sum per type on the GPU), or more than it
  * takes that way (a scatter-add). */
 static void test_embed(int with_types, int ntypes) {
@@ -573,7 +601,7 @@ static void test_elementwise(int op, const char *name, double tol, int off) {
       case EW_ADD: o->add(da, da, dbb, n); break;
       case EW_SCALE: o->scale(da, n, 0.37f); break;
       case EW_GELU_FWD: o->gelu_fwd(dout, da, n), r = dout; break;
-      case EW_GELU_BWD: o->gelu_bwd(dbb, dbb, da, n), r = dbb; break;
+      case EW_GELU_BWD: o->gelu_bwd(dbb, NULL, dbb, da, n, 0), r = dbb; break;
       case EW_TANH_FWD: o->tanh_fwd(da, da, n); break;
       case EW_TANH_BWD: o->tanh_bwd(dbb, dbb, da, n), r = dbb; break;
     }
@@ -997,6 +1025,9 @@ static void test_act_ops(void) {
   test_elementwise(EW_TANH_FWD, "tanh_fwd", TOL_F32, 0);
   test_elementwise(EW_TANH_BWD, "tanh_bwd", TOL_F32, 0);
   test_elementwise(EW_GELU_BWD, "gelu_bwd", TOL_F32, 1);
+  test_gelu_bias(NTOK, FFN);
+  test_gelu_bias(300, 200); /* several row chunks */
+  test_gelu_bias(NTOK, 101); /* rows of part packs: an element a lane */
   test_dropout(0, 0, 0.1f, 0);
   test_dropout(0, 1, 0.1f, 0);
   test_dropout(1, 1, 0.3f, 0);
