@@ -104,6 +104,25 @@ emu_switch:
 static void fiber_main();
 
 /* From the scheduler into thread t; back when the round ends. */
+/* BERTRAIN_EMU_ORDER=reverse: the threads of a block, and the blocks of a
+ * grid, run last first. A kernel whose results depend on that order races
+ * on a GPU (a read of what another thread writes with no barrier between,
+ * or a block that counts on another one having run). */
+static bool g_reverse;
+
+/* The runnable thread that runs after thread t in a round (t = -1 or
+ * g_nthreads: the first); g_nthreads when there is none. */
+static int next_runnable(int t) {
+  if (g_reverse) {
+    for (t = t >= g_nthreads ? g_nthreads - 1 : t - 1; t >= 0; t--)
+      if (g_fibers[t].state == RUNNABLE) return t;
+    return g_nthreads;
+  }
+  for (t = t < 0 ? 0 : t + 1; t < g_nthreads; t++)
+    if (g_fibers[t].state == RUNNABLE) return t;
+  return g_nthreads;
+}
+
 static void start_round(int t) {
   g_cur = t;
   threadIdx = g_fibers[t].tid;
@@ -118,8 +137,7 @@ static void start_round(int t) {
  * runnable thread of this round, straight from fiber to fiber (half the
  * switches of going through the scheduler), or back to the scheduler. */
 static void pass_on() {
-  int me = g_cur, next = me + 1;
-  while (next < g_nthreads && g_fibers[next].state != RUNNABLE) next++;
+  int me = g_cur, next = next_runnable(me);
   Fiber &f = g_fibers[me];
   if (next < g_nthreads) {
     g_cur = next;
@@ -239,8 +257,9 @@ static void guard(char *page, const char *what) {
 
 static void setup_once() {
   if (g_stacks) return;
-  const char *stats = getenv("BERTRAIN_EMU_STATS");
+  const char *stats = getenv("BERTRAIN_EMU_STATS"), *order = getenv("BERTRAIN_EMU_ORDER");
   if (stats && strcmp(stats, "1") == 0) atexit(print_stats);
+  g_reverse = order && strcmp(order, "reverse") == 0;
   g_page = (size_t)sysconf(_SC_PAGESIZE);
   g_stack_stride = STACK_BYTES + g_page;
   g_stacks = (char *)map_guarded(g_stack_stride * MAX_THREADS, "fiber stacks");
@@ -410,8 +429,7 @@ static void report_deadlock() {
 static void run_block() {
   for (int t = 0; t < g_nthreads; t++) fiber_init(t);
   for (;;) {
-    int first = 0;
-    while (first < g_nthreads && g_fibers[first].state != RUNNABLE) first++;
+    int first = next_runnable(g_reverse ? g_nthreads : -1);
     if (first < g_nthreads) start_round(first);
     int live = 0;
     for (int t = 0; t < g_nthreads; t++) live += g_fibers[t].state != DONE;
@@ -474,12 +492,13 @@ void emu::run_grid(const char *kernel, const void *key, const LaunchConfig &c,
     g_fibers[t].tid.y = (unsigned)t / c.block.x % c.block.y;
     g_fibers[t].tid.z = (unsigned)t / (c.block.x * c.block.y);
   }
-  for (unsigned z = 0; z < c.grid.z; z++)
-    for (unsigned y = 0; y < c.grid.y; y++)
-      for (unsigned x = 0; x < c.grid.x; x++) {
-        blockIdx.x = x, blockIdx.y = y, blockIdx.z = z;
-        memset(g_shared, 0xff, g_shared_bytes);
-        run_block();
-      }
+  const size_t blocks = (size_t)c.grid.x * c.grid.y * c.grid.z;
+  for (size_t i = 0; i < blocks; i++) {
+    const size_t b = g_reverse ? blocks - 1 - i : i;
+    blockIdx.x = (unsigned)(b % c.grid.x), blockIdx.y = (unsigned)(b / c.grid.x % c.grid.y);
+    blockIdx.z = (unsigned)(b / ((size_t)c.grid.x * c.grid.y));
+    memset(g_shared, 0xff, g_shared_bytes);
+    run_block();
+  }
   g_kernel = nullptr;
 }
