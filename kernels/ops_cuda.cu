@@ -55,12 +55,31 @@ BadId *cuda_bad_id(void) {
   return rec;
 }
 
-void cuda_check_bad_id(void) {
-  BadId *rec = cuda_bad_id(), h;
-  CUDA_CHECK(cudaMemcpy(&h, rec, sizeof h, cudaMemcpyDeviceToHost), "bad-id record read");
+/* The record's copy in page-locked memory, so that its read can be queued
+ * behind the kernels and land with the wait that follows, where a read of
+ * its own after each wait was one more round trip with the device idle. */
+static BadId *bad_id_host(void) {
+  static BadId *h;
+  if (!h) {
+    CUDA_CHECK(cudaMallocHost((void **)&h, sizeof *h), "bad-id host record");
+    memset(h, 0, sizeof *h);
+  }
+  return h;
+}
+
+static void queue_bad_id_read(void) {
+  CUDA_CHECK(cudaMemcpyAsync(bad_id_host(), cuda_bad_id(), sizeof(BadId), cudaMemcpyDeviceToHost,
+                             0),
+             "bad-id record read");
+}
+
+/* After a wait that followed queue_bad_id_read. */
+static void report_bad_id_read(void) {
+  const BadId h = *bad_id_host();
   if (h.op == BAD_NONE) return;
   /* cleared first, so a caller that catches die() can go on */
-  CUDA_CHECK(cudaMemset(rec, 0, sizeof *rec), "bad-id record clear");
+  CUDA_CHECK(cudaMemset(cuda_bad_id(), 0, sizeof(BadId)), "bad-id record clear");
+  memset(bad_id_host(), 0, sizeof(BadId));
   const char *what = "unknown op", *kind = "id";
   switch (h.op) {
     case BAD_EMBED_WORD: what = "embed_fwd", kind = "word id"; break;
@@ -73,6 +92,7 @@ void cuda_check_bad_id(void) {
   die("ops: %s: %s %d at index %lld is outside [0, %d) (seen on the GPU)", what, kind, h.value,
       h.index, h.limit);
 }
+
 
 /* ---- memory ---- */
 
@@ -104,10 +124,13 @@ static void cuda_to_device(void *dst, const void *src, size_t bytes) {
 
 /* Waits for the device, so bad ids found by kernels are reported here. */
 static void cuda_to_host(void *dst, const void *src, size_t bytes) {
+  queue_bad_id_read();
   if (bytes && is_act16(src)) act_to_host(dst, src, bytes);
   else if (bytes)
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "to_host (%zu bytes)", bytes);
-  cuda_check_bad_id();
+  else
+    CUDA_CHECK(cudaDeviceSynchronize(), "to_host (0 bytes)");
+  report_bad_id_read();
 }
 
 static void cuda_copy(void *dst, const void *src, size_t bytes) {
@@ -124,8 +147,9 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
 }
 
 static void cuda_sync(void) {
+  queue_bad_id_read();
   CUDA_CHECK(cudaDeviceSynchronize(), "sync");
-  cuda_check_bad_id();
+  report_bad_id_read();
 }
 
 static void cuda_set_threads(int n) { (void)n; }

@@ -92,7 +92,6 @@ struct BadId {
   long long index;
 };
 BadId *cuda_bad_id(void);  /* the device record */
-void cuda_check_bad_id(void); /* dies when the record is set (waits for the device) */
 
 __device__ inline void report_bad_id(BadId *r, int op, int value, int limit, long long index) {
   if (atomicCAS(&r->op, 0, op) == 0) {

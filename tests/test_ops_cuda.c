@@ -955,7 +955,7 @@ static void test_sumsq(size_t n, size_t off) {
 /* ---- bad ids found on the device ---- */
 
 typedef struct BadCall {
-  int xent;
+  int xent, to_host; /* found at a sync, or at a read of the output */
   float *out, *x;
   int32_t *idx;
 } BadCall;
@@ -964,18 +964,21 @@ static void bad_call(void *arg) {
   BadCall *c = arg;
   if (c->xent) GPU->xent_fwd(c->out, c->x, c->idx, 4, 5);
   else GPU->gather_fwd(c->out, c->x, c->idx, 4, 5, 2);
-  GPU->sync();
+  float first;
+  if (c->to_host) GPU->to_host(&first, c->out, sizeof first);
+  else GPU->sync();
 }
 
-static void test_bad_ids(int xent) {
+static void test_bad_ids(int xent, int to_host) {
   int32_t ids[4] = {0, 3, xent ? 5 : 7, 1};
   float zeros[20] = {0};
-  BadCall c = {xent, put(GPU, NULL, 20), put(GPU, zeros, 20), put_ids(GPU, ids, 4)};
+  BadCall c = {xent, to_host, put(GPU, NULL, 20), put(GPU, zeros, 20), put_ids(GPU, ids, 4)};
   char msg[512] = "";
   int died = die_catch(bad_call, &c, msg, sizeof msg) != 0;
   const char *op = xent ? "xent_fwd" : "gather_fwd";
   int named = strstr(msg, op) && strstr(msg, xent ? "label 5" : "row 7");
-  printf("%-18s bad id  dies: \"%s\"  %s\n", op, msg, died && named ? "PASS" : "FAIL");
+  printf("%-18s bad id  dies%s: \"%s\"  %s\n", op, to_host ? " at to_host" : "", msg,
+         died && named ? "PASS" : "FAIL");
   CHECK(died);
   CHECK(named);
   release(GPU);
@@ -1112,7 +1115,8 @@ int main(void) {
   test_sumsq(((size_t)1 << 20) + 4097, 0);
   test_sumsq(70001, 1);
   test_sumsq(0, 0);
-  test_bad_ids(0);
-  test_bad_ids(1);
+  test_bad_ids(0, 0);
+  test_bad_ids(1, 0);
+  test_bad_ids(0, 1);
   return test_finish();
 }
