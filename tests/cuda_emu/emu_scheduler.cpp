@@ -103,7 +103,6 @@ emu_switch:
 
 static void fiber_main();
 
-/* From the scheduler into thread t; back when the round ends. */
 /* BERTRAIN_EMU_ORDER=reverse: the threads of a block, and the blocks of a
  * grid, run last first. A kernel whose results depend on that order races
  * on a GPU (a read of what another thread writes with no barrier between,
@@ -123,6 +122,7 @@ static int next_runnable(int t) {
   return g_nthreads;
 }
 
+/* From the scheduler into thread t; back when the round ends. */
 static void start_round(int t) {
   g_cur = t;
   threadIdx = g_fibers[t].tid;
