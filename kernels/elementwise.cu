@@ -6,8 +6,6 @@
 
 #include "ops_cuda_internal.cuh"
 
-#define SQRT1_2 0.70710678118654752f
-
 /* Each op as a function of one or two input elements (b is a's partner:
  * gelu_bwd's x, tanh_bwd's y, add's second term; unary ops ignore it). */
 struct AddOp {
@@ -103,7 +101,10 @@ void cuda_gelu_fwd(float *out, const float *x, size_t n) { map("gelu_fwd", out, 
 
 void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
   ops_check_rows("gelu_bwd", dbias, n, c);
-  if (!dbias) return map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
+  if (!dbias) {
+    map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
+    return;
+  }
   if (n / (size_t)c > INT_MAX) die("ops: gelu_bwd: %zu rows are too many", n / (size_t)c);
   WRITES(dx, n);
   WRITES(dbias, c);

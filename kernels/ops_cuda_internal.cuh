@@ -277,9 +277,11 @@ void cuda_colsum_acc(const char *what, float *acc, const __nv_bfloat16 *x, int r
 void cuda_gelu_bwd_colsum(float *dx, float *dbias, const float *dy, const float *x, int rows,
                           int c);
 
+#define SQRT1_2 0.70710678118654752f
+
 /* d/dx [x Phi(x)] dy = (Phi(x) + x phi(x)) dy, the exact (erf) GELU's. */
 __device__ inline float gelu_grad(float dy, float x) {
-  const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  const float cdf = 0.5f * (1.0f + erff(x * SQRT1_2));
   const float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
   return dy * (cdf + x * pdf);
 }
