@@ -371,11 +371,7 @@ static void allow_smem(K kernel, size_t bytes, const char *what) {
 /* BERTRAIN_ATTN_FUSED=0 in the environment turns this path off, for A/B
  * measurements against attention.cu's. */
 static bool fused_allowed(void) {
-  static int allowed = -1;
-  if (allowed < 0) {
-    const char *e = getenv("BERTRAIN_ATTN_FUSED");
-    allowed = !(e && strcmp(e, "0") == 0);
-  }
+  static const bool allowed = cuda_path_on("BERTRAIN_ATTN_FUSED");
   return allowed;
 }
 

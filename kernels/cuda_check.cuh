@@ -20,6 +20,9 @@ extern "C" {
 NORETURN void cuda_fail(const char *err, const char *what, ...) PRINTF_LIKE(2, 3);
 /* 1 when BERTRAIN_CUDA_SYNC is set to a true value (read once). */
 int cuda_sync_launches(void);
+/* A path that is on unless the environment sets name to 0 (BERTRAIN_*), for
+ * A/B measurements of a fused kernel against the passes it replaced. */
+bool cuda_path_on(const char *name);
 
 #define CUDA_CHECK(call, ...)                                               \
   do {                                                                      \

@@ -99,16 +99,26 @@ void cuda_scale(float *x, size_t n, float s) { map("scale", x, x, NULL, n, Scale
 
 void cuda_gelu_fwd(float *out, const float *x, size_t n) { map("gelu_fwd", out, x, NULL, n, GeluOp{}); }
 
+/* BERTRAIN_GELU_BIAS_FUSED=0 in the environment sums dbias in a pass of
+ * its own over dx, for A/B measurements of the fused kernel (which takes
+ * more registers than the map). */
 void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
+  static const bool fused = cuda_path_on("BERTRAIN_GELU_BIAS_FUSED");
   ops_check_rows("gelu_bwd", dbias, n, c);
-  if (!dbias) {
+  if (dbias && n / (size_t)c > INT_MAX) die("ops: gelu_bwd: %zu rows are too many", n / (size_t)c);
+  const int rows = dbias ? (int)(n / (size_t)c) : 0;
+  if (!dbias || !fused) {
     map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
+    if (dbias)
+      by_act("gelu_bwd dbias", {dx}, [&](auto t) {
+        using T = decltype(t);
+        cuda_colsum_acc("gelu_bwd dbias", dbias, tp<T>(dx), rows, c, c, NULL, 0);
+      });
     return;
   }
-  if (n / (size_t)c > INT_MAX) die("ops: gelu_bwd: %zu rows are too many", n / (size_t)c);
   WRITES(dx, n);
   WRITES(dbias, c);
-  cuda_gelu_bwd_colsum(dx, dbias, dy, x, (int)(n / (size_t)c), c);
+  cuda_gelu_bwd_colsum(dx, dbias, dy, x, rows, c);
 }
 
 void cuda_tanh_fwd(float *out, const float *x, size_t n) { map("tanh_fwd", out, x, NULL, n, TanhOp{}); }

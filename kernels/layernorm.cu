@@ -528,7 +528,9 @@ static void layernorm_bwd_with(const char *op, T *dx, T *dbranch, float *dgamma,
                                const float *gamma, int n, int c, BranchDropout bd) {
   const int P = lane_packs<T>(c, {dx, dbranch, dy, x, gamma});
   const bool params = dgamma || dbeta;
-  const bool fused = params && P != 0 && P * pack_len<T>() <= COLS_LANE_ELEMS;
+  /* BERTRAIN_LN_COLS_FUSED=0: the separate column pass, for A/B measurements */
+  static const bool cols_on = cuda_path_on("BERTRAIN_LN_COLS_FUSED");
+  const bool fused = cols_on && params && P != 0 && P * pack_len<T>() <= COLS_LANE_ELEMS;
   const int nchunks = (int)ceil_div((size_t)n, ROW_CHUNK);
   double *pg = NULL, *pb = NULL;
   if (params) {

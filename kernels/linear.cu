@@ -14,46 +14,32 @@ static __global__ void bias_rows_kernel(T *y, const float *b, size_t total, int 
   GRID_STRIDE(i, total) store_as(&y[i], b[i % (size_t)out]);
 }
 
-/* Rows of c bf16 elements between a row stride that is a multiple of 8
- * (whole 16 bytes, the side the products want) and c, whatever it is: PAD,
- * dst [n, ld] = src [n, c] with the pad zero; else dst [n, c] = src [n, ld].
- * One block per row, a thread per 8 elements of the wide side (one 16-byte
- * access); on the other, pairs of 4 bytes where c is even (rows then start
- * on 4 bytes). */
+/* dst [n, ld] = src [n, c] with the pad zero, ld a multiple of 8 (rows of
+ * whole 16 bytes, which the products want) and c whatever it is. One block
+ * per row, a thread per 8 elements of dst (one 16-byte store); src in
+ * pairs of 4 bytes where c is even (rows then start on 4 bytes). */
 struct alignas(4) Bf16x2 {
   __nv_bfloat16 v[2];
 };
 
-template <bool PAD>
-static __global__ void restride_rows16_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src, int n,
-                                              int c, int ld) {
+static __global__ void pad_rows16_kernel(__nv_bfloat16 *dst, const __nv_bfloat16 *src, int n,
+                                         int c, int ld) {
   const __nv_bfloat16 zero = __float2bfloat16(0.0f);
   for (int r = blockIdx.x; r < n; r += gridDim.x) {
-    const __nv_bfloat16 *s = src + (size_t)r * (PAD ? c : ld);
-    __nv_bfloat16 *d = dst + (size_t)r * (PAD ? ld : c);
+    const __nv_bfloat16 *s = src + (size_t)r * c;
     for (int q = threadIdx.x; q < ld / 8; q += blockDim.x) {
       Pack<__nv_bfloat16> o;
-      if (!PAD) o = reinterpret_cast<const Pack<__nv_bfloat16> *>(s)[q];
       for (int i = 0; i < 4; i++) {
         const int j = 8 * q + 2 * i;
-        if (PAD) {
-          const Bf16x2 two = c % 2 == 0 && j + 1 < c
-                                 ? *reinterpret_cast<const Bf16x2 *>(s + j)
-                                 : Bf16x2{{j < c ? s[j] : zero, j + 1 < c ? s[j + 1] : zero}};
-          o.v[2 * i] = two.v[0], o.v[2 * i + 1] = two.v[1];
-        } else if (c % 2 == 0 && j + 1 < c) {
-          *reinterpret_cast<Bf16x2 *>(d + j) = Bf16x2{{o.v[2 * i], o.v[2 * i + 1]}};
-        } else {
-          if (j < c) d[j] = o.v[2 * i];
-          if (j + 1 < c) d[j + 1] = o.v[2 * i + 1];
-        }
+        const Bf16x2 two = c % 2 == 0 && j + 1 < c
+                               ? *reinterpret_cast<const Bf16x2 *>(s + j)
+                               : Bf16x2{{j < c ? s[j] : zero, j + 1 < c ? s[j + 1] : zero}};
+        o.v[2 * i] = two.v[0], o.v[2 * i + 1] = two.v[1];
       }
-      if (PAD) reinterpret_cast<Pack<__nv_bfloat16> *>(d)[q] = o;
+      reinterpret_cast<Pack<__nv_bfloat16> *>(dst + (size_t)r * ld)[q] = o;
     }
   }
 }
-
-#define PAD_MIN_ELEMS (1 << 20)
 
 /* c rounded up to whole 16 bytes of bf16. */
 static int ld16(int c) { return (int)ceil_div((size_t)c, 8) * 8; }
@@ -68,13 +54,12 @@ static const __nv_bfloat16 *bias16(const float *b, int out) {
   return buf;
 }
 
-/* y = x W^T + b with the bias added by the product (cuBLASLt), y's row
- * stride ldy; 0 when cuBLASLt refuses. Column-major: y^T [out, n] = W
- * [out, in] x^T. */
-static int linear_fwd_lt(Out y, int ldy, const float *x, const float *w, const float *b, int n,
-                         int in, int out) {
+/* y = x W^T + b with the bias added by the product (cuBLASLt); 0 when
+ * cuBLASLt refuses. Column-major: y^T [out, n] = W [out, in] x^T. */
+static int linear_fwd_lt(Out y, const float *x, const float *w, const float *b, int n, int in,
+                         int out) {
   LtProduct p = {"linear_fwd", true, false, out, n, in, w, in, x, in, false, 0.0f, y.p, y.bf16,
-                 ldy, (void *)b};
+                 out, (void *)b};
   if (cuda_bf16()) {
     p.A = operand16("linear_fwd w", 0, w, out, in);
     p.B = operand16("linear_fwd x", 1, x, n, in);
@@ -84,32 +69,13 @@ static int linear_fwd_lt(Out y, int ldy, const float *x, const float *w, const f
   return lt_matmul(&p);
 }
 
-/* linear_fwd_lt for bf16 rows that do not start on 16 bytes (the MLM
- * decoder's 30,522 words): the product into rows padded to 16 bytes, then
- * copied into y. cuBLASLt's kernels for the unpadded rows ran at 190
- * TFLOP/s on an H100 (the decoder's 0.32 ms a step), where the products
- * with whole rows reach 400-600; the copy is ~0.05 ms. */
-static int linear_fwd_padded(Out y, const float *x, const float *w, const float *b, int n,
-                             int in, int out) {
-  const int ld = ld16(out);
-  __nv_bfloat16 *pad = bf16_buffer(2, (size_t)n * ld);
-  if (!linear_fwd_lt(Out{pad, true}, ld, x, w, b, n, in, out)) return 0;
-  restride_rows16_kernel<false><<<(unsigned)min(n, 65535), THREADS>>>(
-      (__nv_bfloat16 *)y.p, pad, n, out, ld);
-  LAUNCH_CHECK("linear_fwd y unpadded (n=%d out=%d ld=%d)", n, out, ld);
-  return 1;
-}
-
 void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                      int out) {
   ops_check_dims("linear_fwd", n, in, out);
   act_bf16("linear_fwd", {y, x}); /* the same kind, or die */
   WRITES(y, (size_t)n * out);
   Out yo = out_of(y);
-  /* large products only: the classifiers' few logits are not worth a launch */
-  const bool pad = yo.bf16 && out % 8 != 0 && (size_t)n * out >= PAD_MIN_ELEMS;
-  if (b && pad && linear_fwd_padded(yo, x, w, b, n, in, out)) return;
-  if (b && linear_fwd_lt(yo, out, x, w, b, n, in, out)) return;
+  if (b && linear_fwd_lt(yo, x, w, b, n, in, out)) return;
   float beta = 0.0f;
   if (b) {
     size_t total = (size_t)n * out;
@@ -129,14 +95,16 @@ void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, i
 
 /* src [n, c] as a bf16 operand whose rows start on 16 bytes (*ld: its
  * leading dimension). cuBLAS has no tensor-core kernel for bf16 rows that
- * do not: the MLM decoder's gradient (c = 30522 words) took a SIMT one,
- * 1.7 ms of a 24 ms BERT-base step on an H100; the copy takes ~0.05 ms. */
+ * do not: the MLM decoder's gradient over 30,522 words took a SIMT one,
+ * 1.7 ms of a 24 ms BERT-base step on an H100. The model now gives the
+ * decoder whole rows (ParamTable.vocab_rows); the classifiers' few columns
+ * still come here. */
 static const __nv_bfloat16 *padded_rows16(const __nv_bfloat16 *src, int n, int c, int *ld) {
   *ld = c;
   if (c % 8 == 0) return src;
   *ld = ld16(c);
   __nv_bfloat16 *dst = bf16_buffer(3, (size_t)n * *ld);
-  restride_rows16_kernel<true><<<(unsigned)min(n, 65535), THREADS>>>(dst, src, n, c, *ld);
+  pad_rows16_kernel<<<(unsigned)min(n, 65535), THREADS>>>(dst, src, n, c, *ld);
   LAUNCH_CHECK("linear_bwd dy padded (n=%d c=%d ld=%d)", n, c, *ld);
   return dst;
 }

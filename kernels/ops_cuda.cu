@@ -27,6 +27,11 @@ int cuda_sync_launches(void) {
   return flag;
 }
 
+bool cuda_path_on(const char *name) {
+  const char *e = getenv(name);
+  return !(e && strcmp(e, "0") == 0);
+}
+
 /* Plain fp32 GEMMs (CUBLAS_DEFAULT_MATH never uses TF32 for sgemm; TF32 is
  * the explicit switch set_tf32) and no atomics inside cuBLAS, so results are
  * bit-identical from run to run on one GPU model. */

@@ -520,9 +520,9 @@ void cuda_attn_fwd(float *ctx, float *probs, const float *q, const float *k, con
 void cuda_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const float *probs,
                    const float *q, const float *k, const float *v, int ld, int B, int S, int nh,
                    int hd, float p, DropoutKey key);
-void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v);
+void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v, int ld);
 void cuda_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
-                   int v, float scale);
+                   int v, int ld, float scale);
 void cuda_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,
                 const OptParams *o);
 void cuda_lamb(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,

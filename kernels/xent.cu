@@ -1,4 +1,5 @@
-/* Softmax cross-entropy over rows of logits [n, v]. One block per row
+/* Softmax cross-entropy over rows of logits [n, v] with row stride ld. One
+ * block per row
  * (fixed-shape reductions, sums in double as on the CPU); the mean loss is
  * a second pass over the per-row losses in a fixed order. */
 #include <math.h>
@@ -40,8 +41,9 @@ __device__ static inline void lse_add(RowLse &r, float x, int j) {
 
 /* The elements of a row of v that this thread of the row's block owns: up
  * to the first 16-byte boundary and after the last one, one at a time;
- * between them, 16-byte packs (rows of 30,522 logits start anywhere). For
- * each, f(j) with j the element's index, or for a pack, f for each. */
+ * between them, 16-byte packs (a row stride that is not a multiple of 16
+ * bytes starts rows anywhere). For each, f(j) with j the element's index,
+ * or for a pack, f for each. */
 template <class T>
 __device__ static int row_head(const T *x, int v) {
   int head = (int)(((16 - (uintptr_t)x % 16) % 16) / sizeof(T));
@@ -110,7 +112,7 @@ __device__ static void put_row_loss(double *loss, int *hit, size_t i, float mx, 
 
 template <class T>
 static __global__ void xent_rows_kernel(double *loss, int *hit, const T *logits,
-                                        const int32_t *labels, int v, BadId *bad) {
+                                        const int32_t *labels, int v, int ld, BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
   if (label < 0 || label >= v) { /* the same for the whole block */
@@ -118,7 +120,7 @@ static __global__ void xent_rows_kernel(double *loss, int *hit, const T *logits,
     if (threadIdx.x == 0) loss[i] = 0.0, hit[i] = 0;
     return;
   }
-  const T *x = logits + i * v;
+  const T *x = logits + i * ld;
   float mx;
   int arg;
   double ls;
@@ -146,19 +148,21 @@ static __global__ void xent_total_kernel(float *out, const double *loss, const i
 }
 
 /* Every thread reads the row for the reductions before writing only its own
- * elements, so dlogits may be logits. With loss (not NULL), also the row's
- * loss and hit, as xent_rows_kernel. */
+ * elements, so dlogits may be logits. The columns from v to ld are written
+ * zero. With loss (not NULL), also the row's loss and hit, as
+ * xent_rows_kernel. */
 template <class T>
 static __global__ void xent_bwd_kernel(T *dlogits, double *loss, int *hit, const T *logits,
-                                       const int32_t *labels, int v, float scale, BadId *bad) {
+                                       const int32_t *labels, int v, int ld, float scale,
+                                       BadId *bad) {
   size_t i = blockIdx.x;
   int label = labels[i];
-  const T *x = logits + i * v;
-  T *d = dlogits + i * v;
+  const T *x = logits + i * ld;
+  T *d = dlogits + i * ld;
   if (label < 0 || label >= v) {
     if (label >= v && threadIdx.x == 0) report_bad_id(bad, BAD_XENT_BWD, label, v, (long long)i);
     if (loss && threadIdx.x == 0) loss[i] = 0.0, hit[i] = 0;
-    block_row_put(d, v, [](int) { return 0.0f; });
+    block_row_put(d, ld, [](int) { return 0.0f; });
     return;
   }
   /* read before row_max_lse's barriers, after which the row may be overwritten */
@@ -169,7 +173,8 @@ static __global__ void xent_bwd_kernel(T *dlogits, double *loss, int *hit, const
   row_max_lse(x, v, &mx, &arg, &ls);
   if (loss && threadIdx.x == 0) put_row_loss(loss, hit, i, mx, arg, ls, xl, label);
   const float lse = (float)(mx + ls); /* exp(x - lse) in float: ~1e-6 relative */
-  block_row_put(d, v, [&](int j) {
+  block_row_put(d, ld, [&](int j) {
+    if (j >= v) return 0.0f;
     float g = scale * expf(ldf(&x[j]) - lse);
     return j == label ? g - scale : g;
   });
@@ -188,31 +193,31 @@ static void xent_total(const char *what, float *out, const double *loss, const i
   LAUNCH_CHECK("%s total (n=%d v=%d)", what, n, v);
 }
 
-void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  ops_check_dims("xent_fwd", n, v, 1);
+void cuda_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v, int ld) {
+  ops_check_xent("xent_fwd", n, v, ld);
   WRITES(out, 3);
   int *hit;
   double *loss = row_losses(n, &hit);
   by_act("xent_fwd", {logits}, [&](auto t) {
     using T = decltype(t);
     xent_rows_kernel<T><<<(unsigned)n, ROW_THREADS>>>(loss, hit, tp<T>(logits), labels, v,
-                                                      cuda_bad_id());
+                                                      ld, cuda_bad_id());
   });
   LAUNCH_CHECK("xent_fwd rows (n=%d v=%d)", n, v);
   xent_total("xent_fwd", out, loss, hit, labels, n, v);
 }
 
 void cuda_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
-                   int v, float scale) {
-  ops_check_dims("xent_bwd", n, v, 1);
-  WRITES(dlogits, (size_t)n * v);
+                   int v, int ld, float scale) {
+  ops_check_xent("xent_bwd", n, v, ld);
+  WRITES(dlogits, (size_t)n * ld);
   if (out) WRITES(out, 3);
   int *hit = NULL;
   double *loss = out ? row_losses(n, &hit) : NULL;
   by_act("xent_bwd", {dlogits, logits}, [&](auto t) {
     using T = decltype(t);
     xent_bwd_kernel<T><<<(unsigned)n, ROW_THREADS>>>(tp<T>(dlogits), loss, hit, tp<T>(logits),
-                                                     labels, v, scale, cuda_bad_id());
+                                                     labels, v, ld, scale, cuda_bad_id());
   });
   LAUNCH_CHECK("xent_bwd (n=%d v=%d)", n, v);
   if (out) xent_total("xent_bwd", out, loss, hit, labels, n, v);

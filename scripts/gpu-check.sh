@@ -6,7 +6,9 @@
 # 4. bertrain bench --device cuda, BERT-mini and BERT-base, batch 64 x 128, 20 predictions,
 #    fp32, TF32 and bf16
 # 5. bertrain bench --profile, bf16, both models: the time of every op and shape
-# 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf)
+# 6. scripts/hf_baseline.py, the Hugging Face anchors on the same card (unless --no-hf);
+#    then BERT-base bf16 again with each fused kernel's A/B switch off
+#    (BERTRAIN_ATTN_FUSED, BERTRAIN_GELU_BIAS_FUSED, BERTRAIN_LN_COLS_FUSED = 0)
 # 7. tests/test_reference.sh: forward vs Hugging Face on cpu and cuda (needs torch);
 #    tests/test_nccl.sh: 2 ranks with NCCL (needs 2 GPUs; skipped on one)
 # 8. tests/test_ops_cuda again under compute-sanitizer memcheck, when it is installed
@@ -72,6 +74,11 @@ for m in mini base; do
     --seq 128 --pred 20 --steps 5 --warmup 2 --precision bf16 --profile
 done
 [ $HF = 1 ] && step hf-baseline 240 "$BERTRAIN_PYTHON" scripts/hf_baseline.py
+AB=(attn:BERTRAIN_ATTN_FUSED gelu:BERTRAIN_GELU_BIAS_FUSED lncols:BERTRAIN_LN_COLS_FUSED)
+for ab in "${AB[@]}"; do
+  step "ab-${ab%%:*}" 90 env "${ab#*:}=0" "$BERTRAIN" bench --device cuda --config configs/bert-base.ini \
+    --batch 64 --seq 128 --pred 20 --steps 20 --warmup 3 --precision bf16
+done
 step reference 150 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_reference.sh'"
 step nccl 60 bash -c "cd '$LOG/work' && exec bash '$SRC/tests/test_nccl.sh'"
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
@@ -97,6 +104,13 @@ for m in mini base; do
       "$(grep -o 'MFU [0-9.]*%' "$f" 2>/dev/null || echo 'MFU -')" \
       "$(grep -o 'peak device memory [0-9.]* MiB' "$f" 2>/dev/null || echo '')"
   done
+done
+echo "A/B, bert-base bf16 with one fused path off (sequences/s, median step):"
+for ab in "${AB[@]}"; do
+  f=$LOG/ab-${ab%%:*}.log
+  printf '  %-26s %s (%s ms/step)\n' "${ab#*:}=0" \
+    "$(grep -o '[0-9.]* sequences/s' "$f" 2>/dev/null || echo '-')" \
+    "$(grep -o 'median [0-9.]*' "$f" 2>/dev/null || echo 'median -')"
 done
 for m in mini base; do
   echo "where bert-$m bf16 spends its time (profile-$m.log):"

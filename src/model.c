@@ -202,7 +202,7 @@ static void alloc_buffers(Model *m) {
     m->t3 = abuf(m, BP * H);
     m->t_mean = fbuf(m, BP);
     m->t_rstd = fbuf(m, BP);
-    m->mlm_logits = abuf(m, BP * (size_t)m->V);
+    m->mlm_logits = abuf(m, BP * (size_t)m->Vp);
   }
   if (!o->training) return;
   m->dh = abuf(m, n * H);
@@ -252,6 +252,7 @@ Model *model_new(const Ops *ops, const ParamTable *t, const ModelOpts *o) {
   m->o = *o;
   const ModelShape *s = &t->shape;
   m->V = s->vocab;
+  m->Vp = t->vocab_rows;
   m->H = s->hidden;
   m->L = s->layers;
   m->nh = s->heads;
@@ -418,7 +419,15 @@ void model_grads_ready(Model *m, int part) {
 
 void model_mlm_logits(const Model *m, float *host) {
   if (m->o.mode != MODEL_PRETRAIN) die("model: no MLM logits outside pre-training");
-  m->ops->to_host(host, m->mlm_logits, (size_t)m->B * m->P * m->V * sizeof(float));
+  size_t rows = (size_t)m->B * m->P, V = (size_t)m->V, Vp = (size_t)m->Vp;
+  if (Vp == V) {
+    m->ops->to_host(host, m->mlm_logits, rows * V * sizeof(float));
+    return;
+  }
+  float *all = xmalloc(rows * Vp * sizeof *all); /* rows of Vp: the stored rows */
+  m->ops->to_host(all, m->mlm_logits, rows * Vp * sizeof(float));
+  for (size_t r = 0; r < rows; r++) memcpy(host + r * V, all + r * Vp, V * sizeof *host);
+  free(all);
 }
 void model_cls_logits(const Model *m, float *host) {
   m->ops->to_host(host, m->cls_logits, (size_t)m->B * m->ncls * sizeof(float));

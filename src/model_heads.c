@@ -31,8 +31,10 @@ static void mlm_forward(Model *m) {
   o->gelu_fwd(m->t2, m->t1, (size_t)np * H);
   o->layernorm_fwd(m->t3, m->t_mean, m->t_rstd, m->t2, W(m, t->tln_w), W(m, t->tln_b), np, H,
                    BERT_LN_EPS);
-  o->linear_fwd(m->mlm_logits, m->t3, W(m, t->wte), W(m, t->mlm_bias), np, H, m->V);
-  if (m->has_mlm_labels && !m->mlm_bwd) o->xent_fwd(m->xent, m->mlm_logits, m->mlm_lab, np, m->V);
+  /* over the stored rows (Vp): the extra logits are 0 and xent skips them */
+  o->linear_fwd(m->mlm_logits, m->t3, W(m, t->wte), W(m, t->mlm_bias), np, H, m->Vp);
+  if (m->has_mlm_labels && !m->mlm_bwd)
+    o->xent_fwd(m->xent, m->mlm_logits, m->mlm_lab, np, m->V, m->Vp);
 }
 
 static void mlm_backward(Model *m, float scale) {
@@ -40,10 +42,10 @@ static void mlm_backward(Model *m, float scale) {
   const TopOff *t = &m->top;
   int np = m->B * m->P, H = m->H;
   float *dlogits = m->mlm_logits; /* in place: the logits are not needed again */
-  o->xent_bwd(dlogits, m->xent, m->mlm_logits, m->mlm_lab, np, m->V, scale);
+  o->xent_bwd(dlogits, m->xent, m->mlm_logits, m->mlm_lab, np, m->V, m->Vp, scale);
   /* the tied decoder's weight gradient lands in the word embeddings' */
   o->linear_bwd(m->dt, G(m, t->wte), G(m, t->mlm_bias), dlogits, m->t3, W(m, t->wte), np, H,
-                m->V, 0);
+                m->Vp, 0);
   o->layernorm_bwd(m->dt, G(m, t->tln_w), G(m, t->tln_b), m->dt, m->t2, m->t_mean, m->t_rstd,
                    W(m, t->tln_w), np, H);
   o->gelu_bwd(m->dt, G(m, t->tr_b), m->dt, m->t1, (size_t)np * H, H);
@@ -71,7 +73,8 @@ static void cls_forward(Model *m) {
                      model_drop_key(m, DROP_CLS, (uint64_t)H));
   }
   o->linear_fwd(m->cls_logits, cls_input(m), W(m, w), W(m, b), B, H, m->ncls);
-  if (m->has_labels && !m->cls_bwd) o->xent_fwd(m->xent + 3, m->cls_logits, m->labels, B, m->ncls);
+  if (m->has_labels && !m->cls_bwd)
+    o->xent_fwd(m->xent + 3, m->cls_logits, m->labels, B, m->ncls, m->ncls);
 }
 
 static void cls_backward(Model *m, float scale) {
@@ -79,7 +82,7 @@ static void cls_backward(Model *m, float scale) {
   int B = m->B, H = m->H;
   int pre = m->o.mode == MODEL_PRETRAIN;
   size_t w = pre ? m->top.nsp_w : m->top.cls_w, b = pre ? m->top.nsp_b : m->top.cls_b;
-  o->xent_bwd(m->cls_logits, m->xent + 3, m->cls_logits, m->labels, B, m->ncls, scale);
+  o->xent_bwd(m->cls_logits, m->xent + 3, m->cls_logits, m->labels, B, m->ncls, m->ncls, scale);
   o->linear_bwd(m->dpool, G(m, w), G(m, b), m->cls_logits, cls_input(m), W(m, w), B, H, m->ncls,
                 0);
   if (!pre && m->p_hid > 0.0f)

@@ -40,6 +40,7 @@ struct Model {
   const ParamTable *t;
   ModelOpts o;
   int V, H, L, nh, hd, I, T, ncls; /* ncls: 2 (NSP) or num_labels */
+  int Vp;                           /* ParamTable.vocab_rows: the MLM logits' row stride */
   TopOff top;
   LayerOff *lay;
 

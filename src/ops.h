@@ -12,7 +12,8 @@
  * - Layouts. Row-major. Activations are [rows, cols] with rows = B*S
  *   (sample outermost, then position). Linear weights are [out, in] as in
  *   PyTorch (y = x W^T + b), so HF checkpoints load without transposes, the
- *   tied MLM decoder is linear_fwd with W = word embeddings [V, H], and a
+ *   tied MLM decoder is linear_fwd with W = word embeddings (stored with
+ *   ParamTable.vocab_rows rows, the rows past V zero, as is the bias), and a
  *   fused QKV weight is Wq, Wk, Wv stacked as [3H, H]. Attention Q, K, V are
  *   [B, S, heads*head_dim] with a row stride ld (H when separate, 3H when they
  *   are the thirds of a fused QKV output); head h is columns h*hd..h*hd+hd-1.
@@ -204,18 +205,20 @@ typedef struct Ops {
    * order of its own (as embed_bwd) */
   void (*gather_bwd)(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c);
 
-  /* ---- softmax cross-entropy over rows of logits [n, v]; rows with
-   * label < 0 are ignored. out[3] (device) = { mean loss over counted rows
-   * (0 when none), number of counted rows whose first argmax equals the
-   * label, number of counted rows }. ---- */
-  void (*xent_fwd)(float *out, const float *logits, const int32_t *labels, int n, int v);
+  /* ---- softmax cross-entropy over rows of logits [n, v], row stride ld
+   * >= v (the columns from v to ld are not read); rows with label < 0 are
+   * ignored. out[3] (device) = { mean loss over counted rows (0 when none),
+   * number of counted rows whose first argmax equals the label, number of
+   * counted rows }. ---- */
+  void (*xent_fwd)(float *out, const float *logits, const int32_t *labels, int n, int v, int ld);
   /* dlogits = scale * (softmax - onehot(label)) on counted rows, 0 on ignored
-   * rows; scale = 1 / count gives the gradient of the mean loss. out: NULL,
-   * or xent_fwd's out of the same rows, from the same pass over them (a
-   * training step then need not call xent_fwd: on GPUs, a pass over the
-   * MLM logits fewer). */
+   * rows and in the columns from v to ld (so a product over the padded rows
+   * adds nothing); scale = 1 / count gives the gradient of the mean loss.
+   * out: NULL, or xent_fwd's out of the same rows, from the same pass over
+   * them (a training step then need not call xent_fwd: on GPUs, a pass over
+   * the MLM logits fewer). */
   void (*xent_bwd)(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
-                   int v, float scale);
+                   int v, int ld, float scale);
 
   /* ---- optimizer over the flat buffers w, g, m, v (m, v start at 0);
    * elements outside every range are left alone; the ranges must be

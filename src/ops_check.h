@@ -31,6 +31,12 @@ static inline void ops_check_rows(const char *op, const void *bias, size_t n, in
     die("ops: %s: %zu elements are not rows of %d", op, n, c);
 }
 
+/* Cross-entropy: positive sizes, rows of v within the row stride ld. */
+static inline void ops_check_xent(const char *op, int n, int v, int ld) {
+  ops_check_dims(op, n, v, 1);
+  if (ld < v) die("ops: %s: row stride %d is less than the %d columns", op, ld, v);
+}
+
 /* Attention: positive sizes, nh heads of hd columns within the row stride
  * ld, a dropout probability. */
 static inline void ops_check_attn(const char *op, int ld, int B, int S, int nh, int hd, float p) {

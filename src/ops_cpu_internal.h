@@ -43,9 +43,9 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
                        const float *mean, const float *rstd, const float *gamma, int n, int c);
 void cpu_gather_fwd(float *out, const float *x, const int32_t *idx, int n, int rows, int c);
 void cpu_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n, int rows, int c);
-void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v);
+void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v, int ld);
 void cpu_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
-                  int v, float scale);
+                  int v, int ld, float scale);
 
 /* ops_cpu_optim.c */
 void cpu_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r, int nr,

@@ -151,23 +151,18 @@ static float row_max_lse(const float *x, int v, int *arg, double *log_sum) {
   return mx;
 }
 
-void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  ops_check_dims("xent_fwd", n, v, 1);
-  check_labels("xent_fwd", labels, n, v);
-  double *loss = xmalloc((size_t)n * sizeof *loss);
-  int *hit = xmalloc((size_t)n * sizeof *hit);
-#pragma omp parallel for schedule(static)
-  for (int i = 0; i < n; i++) {
-    loss[i] = 0.0;
-    hit[i] = 0;
-    if (labels[i] < 0) continue;
-    const float *x = logits + (size_t)i * v;
-    int arg;
-    double ls;
-    float mx = row_max_lse(x, v, &arg, &ls);
-    loss[i] = (double)mx + ls - x[labels[i]];
-    hit[i] = arg == labels[i];
-  }
+/* Row i's loss from its maximum mx (first at arg) and log-sum-exp ls, xl
+ * the label's logit; and whether the first argmax is the label. */
+static void put_row_loss(double *loss, int *hit, int i, float mx, int arg, double ls, float xl,
+                         int label) {
+  loss[i] = (double)mx + ls - xl;
+  hit[i] = arg == label;
+}
+
+/* out = { mean of the counted rows' losses, hits, counted rows }, summed in
+ * row order. */
+static void xent_total(float *out, const double *loss, const int *hit, const int32_t *labels,
+                       int n) {
   double total = 0.0;
   int count = 0, correct = 0;
   for (int i = 0; i < n; i++) {
@@ -178,27 +173,53 @@ void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n,
   out[0] = count ? (float)(total / count) : 0.0f;
   out[1] = (float)correct;
   out[2] = (float)count;
+}
+
+void cpu_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v, int ld) {
+  ops_check_xent("xent_fwd", n, v, ld);
+  check_labels("xent_fwd", labels, n, v);
+  double *loss = xmalloc((size_t)n * sizeof *loss);
+  int *hit = xmalloc((size_t)n * sizeof *hit);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) {
+    loss[i] = 0.0;
+    hit[i] = 0;
+    if (labels[i] < 0) continue;
+    const float *x = logits + (size_t)i * ld;
+    int arg;
+    double ls;
+    float mx = row_max_lse(x, v, &arg, &ls);
+    put_row_loss(loss, hit, i, mx, arg, ls, x[labels[i]], labels[i]);
+  }
+  xent_total(out, loss, hit, labels, n);
   free(loss);
   free(hit);
 }
 
 void cpu_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t *labels, int n,
-                  int v, float scale) {
-  ops_check_dims("xent_bwd", n, v, 1);
+                  int v, int ld, float scale) {
+  ops_check_xent("xent_bwd", n, v, ld);
   check_labels("xent_bwd", labels, n, v);
-  if (out) cpu_xent_fwd(out, logits, labels, n, v); /* before dlogits may overwrite logits */
+  double *loss = out ? xmalloc((size_t)n * sizeof *loss) : NULL;
+  int *hit = out ? xmalloc((size_t)n * sizeof *hit) : NULL;
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; i++) {
-    const float *x = logits + (size_t)i * v;
-    float *d = dlogits + (size_t)i * v;
+    const float *x = logits + (size_t)i * ld;
+    float *d = dlogits + (size_t)i * ld;
+    if (loss) loss[i] = 0.0, hit[i] = 0;
     if (labels[i] < 0) {
-      memset(d, 0, (size_t)v * sizeof *d);
+      memset(d, 0, (size_t)ld * sizeof *d);
       continue;
     }
     int arg;
     double ls;
     float mx = row_max_lse(x, v, &arg, &ls);
+    if (loss) put_row_loss(loss, hit, i, mx, arg, ls, x[labels[i]], labels[i]); /* before d overwrites x */
     for (int j = 0; j < v; j++) d[j] = scale * (float)exp((double)x[j] - mx - ls);
+    memset(d + v, 0, (size_t)(ld - v) * sizeof *d);
     d[labels[i]] -= scale;
   }
+  if (out) xent_total(out, loss, hit, labels, n);
+  free(loss);
+  free(hit);
 }

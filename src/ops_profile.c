@@ -164,12 +164,14 @@ static void p_gather_bwd(float *dx, const float *dout, const int32_t *idx, int n
                          int c) {
   TIMED(gather_bwd(dx, dout, idx, n, rows, c), 0, 3.0 * n * c, 0, "gather_bwd", "%d of %d x %d", n, rows, c);
 }
-static void p_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v) {
-  TIMED(xent_fwd(out, logits, labels, n, v), 0, (double)n * v, 0, "xent_fwd", "%d x %d", n, v);
+static void p_xent_fwd(float *out, const float *logits, const int32_t *labels, int n, int v,
+                       int ld) {
+  TIMED(xent_fwd(out, logits, labels, n, v, ld), 0, (double)n * v, 0, "xent_fwd", "%d x %d", n, v);
 }
 static void p_xent_bwd(float *dl, float *out, const float *logits, const int32_t *labels, int n,
-                       int v, float scale) {
-  TIMED(xent_bwd(dl, out, logits, labels, n, v, scale), 0, 2.0 * n * v, 0, "xent_bwd", "%d x %d", n, v);
+                       int v, int ld, float scale) {
+  TIMED(xent_bwd(dl, out, logits, labels, n, v, ld, scale), 0, (double)n * v + (double)n * ld, 0,
+        "xent_bwd", "%d x %d", n, v);
 }
 /* The optimizer reads w, g, m, v and writes w, m, v over the ranges. */
 static double range_elems(const ParamRange *r, int nr) {

@@ -76,6 +76,13 @@ static void add(Builder *b, int rows, int cols, ParamInit init, const char *fmt,
   t->count += p->count;
 }
 
+/* Storage for `rows` rows of the tensor added last (which has fewer); the
+ * rows beyond it are zero, as the alignment gaps are. */
+static void reserve_rows(Builder *b, int rows) {
+  const Param *p = &b->t->p[b->t->n - 1];
+  b->t->size = p->offset + (size_t)rows * (size_t)p->shape[1];
+}
+
 /* Layer l's tensor "what" (l >= 0) or the tensor "what" itself (l < 0). */
 #define NAMED(b, rows, cols, init, l, what, suffix)                                     \
   ((l) < 0 ? add(b, rows, cols, init, "%s." suffix, what)                               \
@@ -116,7 +123,9 @@ ParamTable *params_build(const ModelShape *s) {
   t->shape = *s;
   Builder b = {t, 0, PART_BERT};
   int h = s->hidden;
+  t->vocab_rows = (s->vocab + PARAM_VOCAB_ROUND - 1) / PARAM_VOCAB_ROUND * PARAM_VOCAB_ROUND;
   add(&b, s->vocab, h, INIT_NORMAL, "bert.embeddings.word_embeddings.weight");
+  reserve_rows(&b, t->vocab_rows);
   add(&b, s->max_position, h, INIT_NORMAL, "bert.embeddings.position_embeddings.weight");
   add(&b, s->type_vocab, h, INIT_NORMAL, "bert.embeddings.token_type_embeddings.weight");
   layer_norm(&b, -1, "bert.embeddings.LayerNorm", h);
@@ -125,6 +134,7 @@ ParamTable *params_build(const ModelShape *s) {
   if (s->pretraining) {
     b.part = PART_PRETRAIN;
     add(&b, s->vocab, 0, INIT_ZEROS, "cls.predictions.bias");
+    reserve_rows(&b, t->vocab_rows);
     linear(&b, -1, "cls.predictions.transform.dense", h, h);
     layer_norm(&b, -1, "cls.predictions.transform.LayerNorm", h);
     linear(&b, -1, "cls.seq_relationship", 2, h);

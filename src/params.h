@@ -31,6 +31,12 @@
  * vector loads and GPU kernels may assume aligned tensors. The gap floats
  * are zero and stay zero (their gradient is zero). */
 #define PARAM_ALIGN 16
+/* The word embeddings and the MLM bias keep storage for the vocabulary
+ * rounded up to this many rows, the extra rows zero: the tied decoder's
+ * products then run over whole 16-byte rows of bf16 (BERT's 30,522 words
+ * become 30,528), which the fast matrix kernels need. The table still
+ * describes them [V, H] and [V], as Hugging Face does. */
+#define PARAM_VOCAB_ROUND 8
 
 typedef struct ModelShape {
   int vocab;        /* V: vocabulary size, from the vocab file */
@@ -73,6 +79,7 @@ typedef struct ParamTable {
   Param *p;     /* p[0..n), in buffer order */
   size_t count; /* parameters (sum of counts) */
   size_t size;  /* floats in the buffer, alignment gaps included */
+  int vocab_rows; /* rows stored for the word embeddings (PARAM_VOCAB_ROUND) */
 } ParamTable;
 
 /* Checks the [model] section for consistency (hidden divisible by heads,

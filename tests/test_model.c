@@ -310,6 +310,11 @@ static void test_gradients(void) {
   /* a row neither in the inputs nor among the labels still gets the decoder's
    * softmax gradient */
   CHECK(row_norm(g, t, 19) > 1e-6);
+  /* the decoder runs over the stored rows (24 for 23 words); the row past
+   * the vocabulary, and the bias past it, get exactly nothing */
+  CHECK_INT(t->vocab_rows, 24);
+  CHECK(row_norm(g, t, 23) == 0.0);
+  CHECK(g[params_get(t, "cls.predictions.bias")->offset + 23] == 0.0f);
   free(g);
   model_free(F.m);
 

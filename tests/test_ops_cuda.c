@@ -747,13 +747,16 @@ static void test_attention(int b, int s, int packed) { test_attention_heads(b, s
 
 /* labels: -1 on every 4th row; on every 3rd row the label's logit is the
  * row maximum (correct), on rows 1 mod 5 the maximum is tied between an
- * index below the label and the label (first argmax: not correct). */
-static void test_xent(int n, int v, int all_ignored) {
-  size_t nv = (size_t)n * v;
+ * index below the label and the label (first argmax: not correct). Rows
+ * of stride ld: the columns past v hold 50, which would move the loss if
+ * read, and come back 0 in dlogits. */
+static void test_xent(int n, int v, int ld, int all_ignored) {
+  size_t nv = (size_t)n * ld;
   float *logits = rnd(nv, -3, 3);
   int32_t *labels = rnd_ids(n, v);
   for (int i = 0; i < n; i++) {
-    float *row = logits + (size_t)i * v;
+    float *row = logits + (size_t)i * ld;
+    for (int j = v; j < ld; j++) row[j] = 50.0f;
     if (i % 3 == 0) row[labels[i]] = 5.0f;
     if (i % 5 == 1 && labels[i] > 0) row[labels[i]] = row[labels[i] / 2] = 6.0f;
     if (i % 4 == 2 || all_ignored) labels[i] = -1;
@@ -764,20 +767,20 @@ static void test_xent(int n, int v, int all_ignored) {
     const Ops *o = backend(k);
     float *dlog = putA(o, logits, nv), *dout = put(o, NULL, 3), *dgrad = putA(o, logits, nv);
     int32_t *dlab = put_ids(o, labels, n);
-    o->xent_fwd(dout, dlog, dlab, n, v);
+    o->xent_fwd(dout, dlog, dlab, n, v, ld);
     out[k] = get(o, dout, 3);
     if (k == 0) scale = out[0][2] > 0 ? 1.0f / out[0][2] : 1.0f;
-    o->xent_bwd(dgrad, NULL, dlog, dlab, n, v, scale);
+    o->xent_bwd(dgrad, NULL, dlog, dlab, n, v, ld, scale);
     dl[k] = get(o, dgrad, nv);
     /* in place, as the CLS head, with the losses as the model takes them */
     float *dout2 = put(o, NULL, 3);
-    o->xent_bwd(dlog, dout2, dlog, dlab, n, v, scale);
+    o->xent_bwd(dlog, dout2, dlog, dlab, n, v, ld, scale);
     dla[k] = get(o, dlog, nv);
     bwd_out[k] = get(o, dout2, 3);
     release(o);
   }
   char name[32];
-  snprintf(name, sizeof name, "xent%s v=%d", all_ignored ? "/none" : "", v);
+  snprintf(name, sizeof name, "xent%s v=%d%s", all_ignored ? "/none" : "", v, ld > v ? "+" : "");
   int counts_equal = out[1][1] == out[0][1] && out[1][2] == out[0][2] &&
                      out[2][1] == out[1][1] && out[2][2] == out[1][2];
   printf("%-18s counts  cpu %g/%g gpu %g/%g (correct/counted)  %s\n", name, out[0][1], out[0][2],
@@ -794,6 +797,16 @@ static void test_xent(int n, int v, int all_ignored) {
     loss[k] = xmalloc(sizeof(float));
     loss[k][0] = out[k][0];
     free(out[k]), free(bwd_out[k]);
+  }
+  if (ld > v) {
+    int pad_zero = 1;
+    for (int k = 0; k < 3; k++)
+      for (int i = 0; i < n; i++)
+        for (int j = v; j < ld; j++)
+          pad_zero &= dl[k][(size_t)i * ld + j] == 0.0f && dla[k][(size_t)i * ld + j] == 0.0f;
+    printf("%-18s pad     dlogits 0 past column %d of %d, each backend  %s\n", name, v, ld,
+           pad_zero ? "PASS" : "FAIL");
+    CHECK(pad_zero);
   }
   compare(name, "loss", loss, 1, TOL_F32);
   compare(name, "dlogits", dl, nv, TOL_F32);
@@ -962,7 +975,7 @@ typedef struct BadCall {
 
 static void bad_call(void *arg) {
   BadCall *c = arg;
-  if (c->xent) GPU->xent_fwd(c->out, c->x, c->idx, 4, 5);
+  if (c->xent) GPU->xent_fwd(c->out, c->x, c->idx, 4, 5, 5);
   else GPU->gather_fwd(c->out, c->x, c->idx, 4, 5, 2);
   float first;
   if (c->to_host) GPU->to_host(&first, c->out, sizeof first);
@@ -1053,9 +1066,11 @@ static void test_act_ops(void) {
   test_attention_heads(2, 64, 1, 2, 32);
   test_attention_heads(1, 96, 1, 1, 64);
   g_tol_override = tol;
-  test_xent(40, V, 0);
-  test_xent(7, 1000, 0);
-  test_xent(5, V, 1);
+  test_xent(40, V, V, 0);
+  test_xent(7, 1000, 1000, 0);
+  test_xent(5, V, V, 1);
+  test_xent(33, 1001, 1008, 0); /* the decoder's padded rows: whole 16 bytes */
+  test_xent(9, V, V + 3, 0);    /* a stride that starts rows anywhere */
 }
 
 int main(void) {

@@ -37,16 +37,25 @@ static size_t formula_count(const ModelShape *s) {
   return emb + (size_t)s->layers * layer + pooler + heads + cls;
 }
 
+/* The floats kept for p: its count, or the vocabulary's stored rows. */
+static size_t stored(const ParamTable *t, const Param *p) {
+  int vocab = strcmp(p->name, "bert.embeddings.word_embeddings.weight") == 0 ||
+              strcmp(p->name, "cls.predictions.bias") == 0;
+  return vocab ? (size_t)t->vocab_rows * (size_t)p->shape[1] : p->count;
+}
+
 static void check_contiguous(const ParamTable *t) {
   size_t end = 0, sum = 0;
   int ok = 1;
+  CHECK(t->vocab_rows >= t->shape.vocab && t->vocab_rows - t->shape.vocab < PARAM_VOCAB_ROUND);
+  CHECK_INT(t->vocab_rows % PARAM_VOCAB_ROUND, 0);
   for (int i = 0; i < t->n; i++) {
     const Param *p = &t->p[i];
     ok &= p->offset % PARAM_ALIGN == 0;
     ok &= p->offset >= end && p->offset - end < PARAM_ALIGN;
     ok &= p->count == (size_t)p->shape[0] * (size_t)p->shape[1];
     ok &= p->ndim == 2 || p->shape[1] == 1;
-    end = p->offset + p->count;
+    end = p->offset + stored(t, p);
     sum += p->count;
     for (int j = 0; j < i; j++) ok &= strcmp(t->p[j].name, p->name) != 0;
   }
@@ -145,7 +154,21 @@ static void test_bert_base_layout(void) {
                     .max_position = 17, .type_vocab = 3, .num_labels = 5, .pretraining = 1};
   t = params_build(&odd);
   CHECK_INT(params_count(t), formula_count(&odd));
+  CHECK_INT(t->vocab_rows, 1008);
   check_contiguous(t);
+  /* the word embeddings' and the MLM bias's stored rows past the vocabulary
+   * are zero after init, as the decoder's padded products need */
+  float *buf = params_alloc_host(t);
+  for (size_t i = 0; i < params_size(t); i++) buf[i] = 7.0f;
+  params_init(t, buf, 1, 0.02, -1);
+  int pad_zero = 1;
+  const char *vocab_tensors[2] = {"bert.embeddings.word_embeddings.weight", "cls.predictions.bias"};
+  for (int k = 0; k < 2; k++) {
+    const Param *p = params_get(t, vocab_tensors[k]);
+    for (size_t i = p->count; i < stored(t, p); i++) pad_zero &= buf[p->offset + i] == 0.0f;
+  }
+  CHECK(pad_zero);
+  free(buf);
   params_free(t);
 }
 

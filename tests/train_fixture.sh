@@ -1,11 +1,13 @@
 # Sourced by the training tests (after sh_util.sh): a tiny pre-training data
 # set from the first 200 documents of the sample corpus, and a tiny model.
-# make_tiny_data DIR writes DIR/corpus.txt, DIR/vocab.txt (1000 tokens),
-# DIR/shards (2 shards of 64-token sequences, 10 masked positions) and
-# DIR/tiny.ini (2 layers, hidden 64, one thread, run dir DIR/run).
+# make_tiny_data DIR writes DIR/corpus.txt, DIR/vocab.txt (1003 tokens: not
+# a multiple of 8, so the MLM decoder runs over the word embeddings' stored
+# rows past the vocabulary), DIR/shards (2 shards of 64-token sequences, 10
+# masked positions) and DIR/tiny.ini (2 layers, hidden 64, one thread, run
+# dir DIR/run).
 make_tiny_data() {
   local d=$1
-  make_sample_shards "$d" 200 1000 64 10 || return 1
+  make_sample_shards "$d" 200 1003 64 10 || return 1
   cat > "$d/tiny.ini" <<EOF
 [model]
 vocab = $d/vocab.txt
