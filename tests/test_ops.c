@@ -590,7 +590,7 @@ static void test_xent_stride(void) {
   const int32_t labels[XN] = {3, -1, 0, 10, 7, -100, 5};
   int32_t *dlab = dev_ids(labels, XN);
   float *dp = dev(packed, XN * XV), *dr = dev(rows, XN * XLD), *outs = dev(NULL, 9);
-  float *gp = dev(NULL, XN * XV), *gr = dev(NULL, XN * XLD);
+  float *gp = dev(NULL, XN * XV), *gr = dev(rows, XN * XLD); /* 1e30 in the pad until written */
   O->xent_fwd(outs, dp, dlab, XN, XV, XV);
   O->xent_fwd(outs + 3, dr, dlab, XN, XV, XLD);
   O->xent_bwd(gp, NULL, dp, dlab, XN, XV, XV, 0.2f);
