@@ -1,7 +1,6 @@
 /* Softmax cross-entropy over rows of logits [n, v] with row stride ld. One
- * block per row
- * (fixed-shape reductions, sums in double as on the CPU); the mean loss is
- * a second pass over the per-row losses in a fixed order. */
+ * block per row (fixed-shape reductions, sums in double as on the CPU); the
+ * mean loss is a second pass over the per-row losses in a fixed order. */
 #include <math.h>
 
 #include "ops_cuda_internal.cuh"

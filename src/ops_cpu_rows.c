@@ -214,7 +214,8 @@ void cpu_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t
     int arg;
     double ls;
     float mx = row_max_lse(x, v, &arg, &ls);
-    if (loss) put_row_loss(loss, hit, i, mx, arg, ls, x[labels[i]], labels[i]); /* before d overwrites x */
+    /* before d, which may be x, is written */
+    if (loss) put_row_loss(loss, hit, i, mx, arg, ls, x[labels[i]], labels[i]);
     for (int j = 0; j < v; j++) d[j] = scale * (float)exp((double)x[j] - mx - ls);
     memset(d + v, 0, (size_t)(ld - v) * sizeof *d);
     d[labels[i]] -= scale;
