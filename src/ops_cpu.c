@@ -108,29 +108,39 @@ static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
   for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-/* out[i] = x[i] * keep(offset + i) / (1 - p). One Philox call serves four
- * consecutive global elements, so each task regenerates at its start. */
+/* Each Philox call serves four consecutive elements (a block, e / 4): the
+ * run's first and last blocks may be partial, the others are taken whole,
+ * with no test per element of whether a new block starts. */
+void cpu_drop_run(float *out, const float *x, size_t n, float p, DropoutKey k, uint64_t e0) {
+  const float s = 1.0f / (1.0f - p);
+  size_t i = 0;
+  while (i < n) {
+    const uint64_t e = e0 + i;
+    const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, e >> 2);
+    const size_t j0 = e & 3, m = min_size(4 - j0, n - i);
+    if (m == 4) {
+      for (int j = 0; j < 4; j++) out[i + j] = dropout_uniform(r.v[j]) >= p ? x[i + j] * s : 0.0f;
+    } else {
+      for (size_t j = 0; j < m; j++)
+        out[i + j] = dropout_uniform(r.v[j0 + j]) >= p ? x[i + j] * s : 0.0f;
+    }
+    i += m;
+  }
+}
+
+/* The tasks take chunks of a fixed size, so the work split does not depend
+ * on the thread count (the mask never does). */
 static void dropout_apply(float *out, const float *x, size_t n, float p, DropoutKey k) {
   ops_check_dropout("dropout", p);
   if (p == 0.0f) {
     if (out != x) cpu_memcpy(out, x, n * sizeof *out);
     return;
   }
-  const float s = 1.0f / (1.0f - p);
   const size_t chunk = 4096, nch = n_blocks(n, chunk);
 #pragma omp parallel for schedule(static)
   for (size_t c = 0; c < nch; c++) {
-    size_t hi = min_size(n, (c + 1) * chunk);
-    uint64_t blk = UINT64_MAX;
-    philox4x32_ctr_t r = {{0, 0, 0, 0}};
-    for (size_t i = c * chunk; i < hi; i++) {
-      uint64_t e = k.elem_offset + i;
-      if (e >> 2 != blk) {
-        blk = e >> 2;
-        r = dropout_block(k.seed, k.step, k.tensor, blk);
-      }
-      out[i] = dropout_uniform(r.v[e & 3]) >= p ? x[i] * s : 0.0f;
-    }
+    const size_t lo = c * chunk;
+    cpu_drop_run(out + lo, x + lo, min_size(n, lo + chunk) - lo, p, k, k.elem_offset + lo);
   }
 }
 

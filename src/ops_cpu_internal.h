@@ -18,6 +18,10 @@ static inline size_t n_blocks(size_t n, size_t block) { return (n + block - 1) /
 /* acc[j] += sum over rows r of x[r*c + j] (rows in order, double partials). */
 void cpu_colsum_acc(float *acc, const float *x, int rows, int c);
 
+/* out[i] = x[i] / (1 - p) where dropout_rng.h's mask keeps element e0 + i,
+ * else 0, for i < n; out may be x. One thread. */
+void cpu_drop_run(float *out, const float *x, size_t n, float p, DropoutKey k, uint64_t e0);
+
 /* ops_cpu_linear.c */
 void cpu_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in,
                     int out);

@@ -73,23 +73,6 @@ static Head head_at(int bh, int S, int nh, int hd, int ld) {
   return o;
 }
 
-/* d[i] = p[i] * keep / (1 - p) for the S x S block whose first element has
- * global dropout index e0. */
-static void drop_block(float *d, const float *p, size_t count, float prob, DropoutKey k,
-                       uint64_t e0) {
-  const float s = 1.0f / (1.0f - prob);
-  philox4x32_ctr_t r = {{0, 0, 0, 0}};
-  uint64_t blk = UINT64_MAX;
-  for (size_t i = 0; i < count; i++) {
-    uint64_t e = e0 + i;
-    if (e >> 2 != blk) {
-      blk = e >> 2;
-      r = dropout_block(k.seed, k.step, k.tensor, blk);
-    }
-    d[i] = dropout_uniform(r.v[e & 3]) >= prob ? p[i] * s : 0.0f;
-  }
-}
-
 static void softmax_rows(float *P, const int32_t *mask_row, int S) {
   for (int i = 0; i < S; i++) {
     float *row = P + (size_t)i * S;
@@ -128,7 +111,7 @@ void cpu_attn_fwd(float *ctx, float *probs, const float *q, const float *k, cons
       softmax_rows(P, mask ? mask + (size_t)(bh / nh) * S : NULL, S);
       const float *Pd = P;
       if (scratch) {
-        drop_block(scratch, P, (size_t)S * S, p, key, key.elem_offset + o.probs);
+        cpu_drop_run(scratch, P, (size_t)S * S, p, key, key.elem_offset + o.probs);
         Pd = scratch;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, S, hd, S, 1.0f, Pd, S, v + o.qkv,
@@ -158,14 +141,14 @@ void cpu_attn_bwd(float *dq, float *dk, float *dv, const float *dctx, const floa
       uint64_t e0 = key.elem_offset + o.probs;
       const float *Pd = P;
       if (pd) {
-        drop_block(pd, P, (size_t)S * S, p, key, e0);
+        cpu_drop_run(pd, P, (size_t)S * S, p, key, e0);
         Pd = pd;
       }
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, S, 1.0f, Pd, S, dC, H, 0.0f,
                   dv + o.qkv, ld);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, S, S, hd, 1.0f, dC, H, v + o.qkv, ld,
                   0.0f, dP, S);
-      if (pd) drop_block(dP, dP, (size_t)S * S, p, key, e0);
+      if (pd) cpu_drop_run(dP, dP, (size_t)S * S, p, key, e0);
       for (int i = 0; i < S; i++) {
         const float *pr = P + (size_t)i * S;
         float *dr = dP + (size_t)i * S;
