@@ -107,6 +107,7 @@ void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, siz
   ops_check_rows("gelu_bwd", dbias, n, c);
   if (dbias && n / (size_t)c > INT_MAX) die("ops: gelu_bwd: %zu rows are too many", n / (size_t)c);
   const int rows = dbias ? (int)(n / (size_t)c) : 0;
+  if (dbias) WRITES(dbias, c);
   if (!dbias || !fused) {
     map("gelu_bwd", dx, dy, x, n, GeluBwdOp{});
     if (dbias)
@@ -117,7 +118,6 @@ void cuda_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, siz
     return;
   }
   WRITES(dx, n);
-  WRITES(dbias, c);
   cuda_gelu_bwd_colsum(dx, dbias, dy, x, rows, c);
 }
 

@@ -124,7 +124,8 @@ static LtDescs *lt_shape(const LtProduct *p) {
                                                      1, &r, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     info("cuda: cuBLASLt has no bias epilogue for %s (m=%d n=%d k=%d%s%s): %s; the bias takes "
-         "a separate pass", p->what, p->m, p->n, p->k, p->bf16 ? ", bf16" : "", p->d16 ? " into bf16" : "",
+         "a separate pass", p->what, p->m, p->n, p->k, p->bf16 ? ", bf16" : "",
+         p->d16 ? " into bf16" : "",
          st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "none found");
     lt_free(&d);
     return NULL;

@@ -98,7 +98,6 @@ static void report_bad_id_read(void) {
       h.index, h.limit);
 }
 
-
 /* ---- memory ---- */
 
 static void *cuda_alloc(size_t bytes) {

@@ -108,23 +108,17 @@ static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
   for (size_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-/* Each Philox call serves four consecutive elements (a block, e / 4): the
- * run's first and last blocks may be partial, the others are taken whole,
- * with no test per element of whether a new block starts. */
+/* Each Philox call serves four consecutive elements (a block, e / 4); the
+ * run's first and last blocks may be partial. */
 void cpu_drop_run(float *out, const float *x, size_t n, float p, DropoutKey k, uint64_t e0) {
   const float s = 1.0f / (1.0f - p);
-  size_t i = 0;
-  while (i < n) {
+  for (size_t i = 0, m; i < n; i += m) {
     const uint64_t e = e0 + i;
     const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, e >> 2);
-    const size_t j0 = e & 3, m = min_size(4 - j0, n - i);
-    if (m == 4) {
-      for (int j = 0; j < 4; j++) out[i + j] = dropout_uniform(r.v[j]) >= p ? x[i + j] * s : 0.0f;
-    } else {
-      for (size_t j = 0; j < m; j++)
-        out[i + j] = dropout_uniform(r.v[j0 + j]) >= p ? x[i + j] * s : 0.0f;
-    }
-    i += m;
+    const size_t j0 = e & 3;
+    m = min_size(4 - j0, n - i);
+    for (size_t j = 0; j < m; j++)
+      out[i + j] = dropout_uniform(r.v[j0 + j]) >= p ? x[i + j] * s : 0.0f;
   }
 }
 
