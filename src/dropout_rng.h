@@ -18,11 +18,15 @@
 #define R123_CUDA_DEVICE __host__ __device__
 #endif
 #define DROPOUT_FN __host__ __device__ static inline
+#elif defined(__GNUC__)
+/* Inlined whole so that a loop over blocks can be vectorised (ops_cpu.c). */
+#define DROPOUT_FN static inline __attribute__((always_inline))
 #else
 #define DROPOUT_FN static inline
 #endif
 
 #include <Random123/philox.h>
+#include <math.h>
 #include <stdint.h>
 
 #define DROPOUT_KEY_TAG 0x44524f50u /* "DROP" */
@@ -54,6 +58,13 @@ DROPOUT_FN philox4x32_ctr_t dropout_block(uint64_t seed, uint32_t step, uint32_t
 
 DROPOUT_FN float dropout_uniform(uint32_t bits) {
   return (float)(bits >> 8) * (1.0f / 16777216.0f);
+}
+
+/* The least t with t * 2^-24 >= p: dropout_uniform(bits) >= p exactly when
+ * (bits >> 8) >= t, a test on integers (p * 2^24 is exact, a scaling by a
+ * power of two). */
+DROPOUT_FN uint32_t dropout_threshold(float p) {
+  return (uint32_t)ceilf(p * 16777216.0f);
 }
 
 /* 1 when element e is kept, given the words r of its block (e / 4). */

@@ -15,6 +15,18 @@ void openblas_set_num_threads(int num_threads);
 
 #define SQRT1_2 0.70710678118654752f
 
+#ifdef BERTRAIN_VECTOR_MATH
+/* glibc's libmvec (2.35 on) has erff and expf four and eight at a time,
+ * within 2 and 3 ulp; declared so, the GELU's loops call them and run about
+ * ten times faster than with the scalar calls (the GELU was a fifth of a CPU
+ * fine-tuning step). math.h only declares them so under -ffast-math, which
+ * we do not want. CMakeLists.txt defines the macro when such a loop links. */
+#pragma omp declare simd notinbranch
+float erff(float);
+#pragma omp declare simd notinbranch
+float expf(float);
+#endif
+
 static void *cpu_alloc(size_t bytes) { return xcalloc(1, bytes ? bytes : 1); }
 static void cpu_free(void *p) { free(p); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
@@ -79,22 +91,61 @@ static void cpu_scale(float *x, size_t n, float s) {
   for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-static void cpu_gelu_fwd(float *out, const float *x, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT1_2));
+/* The GELU goes eight elements at a time through one vector loop, and a
+ * last partial group through a padded copy, so that every element takes the
+ * same code: libmvec's erff and the scalar one differ in the last bits, and
+ * a scalar remainder would make the result depend on where a thread's or a
+ * rank's rows end. */
+#define GELU_GROUP 8
+
+static void gelu_fwd_group(float *out, const float *x) {
+#pragma omp simd
+  for (int i = 0; i < GELU_GROUP; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT1_2));
 }
 
 /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
-static void cpu_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
-  ops_check_rows("gelu_bwd", dbias, n, c);
+static void gelu_bwd_group(float *dx, const float *dy, const float *x) {
   const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; i++) {
+#pragma omp simd
+  for (int i = 0; i < GELU_GROUP; i++) {
     float xi = x[i];
     float cdf = 0.5f * (1.0f + erff(xi * SQRT1_2));
     float pdf = inv_sqrt_2pi * expf(-0.5f * xi * xi);
     dx[i] = dy[i] * (cdf + xi * pdf);
   }
+}
+
+/* The last n % GELU_GROUP elements of src, zero-padded to a group. */
+static size_t gelu_tail(float pad[GELU_GROUP], const float *src, size_t n) {
+  const size_t done = n - n % GELU_GROUP;
+  memset(pad, 0, GELU_GROUP * sizeof *pad);
+  memcpy(pad, src + done, (n - done) * sizeof *pad);
+  return done;
+}
+
+static void cpu_gelu_fwd(float *out, const float *x, size_t n) {
+  const size_t groups = n / GELU_GROUP;
+#pragma omp parallel for schedule(static)
+  for (size_t g = 0; g < groups; g++) gelu_fwd_group(out + g * GELU_GROUP, x + g * GELU_GROUP);
+  float xs[GELU_GROUP], ys[GELU_GROUP];
+  const size_t done = gelu_tail(xs, x, n);
+  gelu_fwd_group(ys, xs);
+  memcpy(out + done, ys, (n - done) * sizeof *ys);
+}
+
+static void cpu_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
+  ops_check_rows("gelu_bwd", dbias, n, c);
+  const size_t groups = n / GELU_GROUP;
+#pragma omp parallel for schedule(static)
+  for (size_t g = 0; g < groups; g++) {
+    const size_t o = g * GELU_GROUP;
+    gelu_bwd_group(dx + o, dy + o, x + o);
+  }
+  float xs[GELU_GROUP], dys[GELU_GROUP], dxs[GELU_GROUP];
+  const size_t done = gelu_tail(xs, x, n);
+  gelu_tail(dys, dy, n);
+  gelu_bwd_group(dxs, dys, xs);
+  memcpy(dx + done, dxs, (n - done) * sizeof *dxs);
   if (dbias) cpu_colsum_acc(dbias, dx, (int)(n / (size_t)c), c);
 }
 
@@ -110,15 +161,45 @@ static void cpu_tanh_bwd(float *dx, const float *dy, const float *y, size_t n) {
 
 /* Each Philox call serves four consecutive elements (a block, e / 4); the
  * run's first and last blocks may be partial. */
+/* Philox blocks drawn at a time: the draws go through a loop the compiler
+ * vectorises (four blocks at once), and the mask is applied without a
+ * branch; together about 2.5 times faster than a block and a test at a time
+ * (dropout was a fifth of a CPU fine-tuning step). */
+#define DROP_BLOCKS 16
+
+/* The words of blocks b0 .. b0 + DROP_BLOCKS - 1, in element order. */
+static void drop_words(uint32_t w[4 * DROP_BLOCKS], DropoutKey k, uint64_t b0) {
+  uint32_t by_word[4][DROP_BLOCKS];
+#pragma omp simd
+  for (int b = 0; b < DROP_BLOCKS; b++) {
+    const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, b0 + (uint64_t)b);
+    by_word[0][b] = r.v[0], by_word[1][b] = r.v[1];
+    by_word[2][b] = r.v[2], by_word[3][b] = r.v[3];
+  }
+  for (int b = 0; b < DROP_BLOCKS; b++)
+    for (int j = 0; j < 4; j++) w[4 * b + j] = by_word[j][b];
+}
+
 void cpu_drop_run(float *out, const float *x, size_t n, float p, DropoutKey k, uint64_t e0) {
   const float s = 1.0f / (1.0f - p);
+  const uint32_t t = dropout_threshold(p);
+  uint32_t w[4 * DROP_BLOCKS];
   for (size_t i = 0, m; i < n; i += m) {
     const uint64_t e = e0 + i;
-    const philox4x32_ctr_t r = dropout_block(k.seed, k.step, k.tensor, e >> 2);
-    const size_t j0 = e & 3;
-    m = min_size(4 - j0, n - i);
-    for (size_t j = 0; j < m; j++)
-      out[i + j] = dropout_uniform(r.v[j0 + j]) >= p ? x[i + j] * s : 0.0f;
+    drop_words(w, k, e >> 2);
+    const uint32_t *wi = w + (e & 3);
+    m = min_size(4 * DROP_BLOCKS - (e & 3), n - i);
+    /* A dropped element is +0 whatever x holds (x * 0 would keep a NaN and
+     * a sign), as a select; the bit mask lets the loop vectorise where a
+     * float select would not (-ftrapping-math). */
+#pragma omp simd
+    for (size_t j = 0; j < m; j++) {
+      const float v = x[i + j] * s;
+      uint32_t bits;
+      memcpy(&bits, &v, sizeof bits);
+      bits &= -(uint32_t)((wi[j] >> 8) >= t);
+      memcpy(out + i + j, &bits, sizeof bits);
+    }
   }
 }
 

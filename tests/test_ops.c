@@ -326,6 +326,46 @@ static void test_elementwise(void) {
   free(W.x), free(W.wts);
 }
 
+/* Each GELU value depends on its input alone, not on where it sits in the
+ * call (a vector loop with a scalar remainder would differ in the last bits
+ * at the end of each call, so with the rank count and the thread chunks). */
+static void test_gelu_position(void) {
+  enum { N = 1003, SHIFT = 5 };
+  float *h = host_rand(N, -4, 4), *dyh = host_rand(N, -1, 1);
+  float *x = dev(h, N), *dy = dev(dyh, N), *y = dev(NULL, N), *y2 = dev(NULL, N);
+  int same = 1;
+  for (int dir = 0; dir < 2; dir++) {
+    if (dir == 0) {
+      O->gelu_fwd(y, x, N);
+      O->gelu_fwd(y2, x + SHIFT, N - SHIFT);
+    } else {
+      O->gelu_bwd(y, NULL, dy, x, N, 0);
+      O->gelu_bwd(y2, NULL, dy + SHIFT, x + SHIFT, N - SHIFT, 0);
+    }
+    float *a = down(y, N), *b = down(y2, N - SHIFT);
+    same &= memcmp(a + SHIFT, b, (N - SHIFT) * sizeof *a) == 0;
+    free(a), free(b);
+  }
+  CHECK(same);
+  O->free(x), O->free(dy), O->free(y), O->free(y2);
+  free(h), free(dyh);
+}
+
+/* dropout_threshold: the integer test agrees with dropout_uniform's at the
+ * boundary, for round and random probabilities. */
+static void test_dropout_threshold(void) {
+  float ps[64] = {1e-7f, 0.1f, 0.5f, 0.3333333f, 0.9f, 0.99999994f, 1.0f / 16777216.0f, 0.25f};
+  for (int i = 8; i < 64; i++) ps[i] = (float)(0.999 * rng_uniform(&R));
+  int ok = 1;
+  for (int i = 0; i < 64; i++) {
+    if (ps[i] <= 0.0f) continue;
+    const uint32_t t = dropout_threshold(ps[i]);
+    ok &= t >= 1 && t < (1u << 24);
+    ok &= dropout_uniform(t << 8) >= ps[i] && dropout_uniform((t - 1) << 8) < ps[i];
+  }
+  CHECK(ok);
+}
+
 /* gelu_bwd's bias sums: the same dx, and the bias plus dx's column sums. */
 static void test_gelu_bias(void) {
   enum { R = 6, C = 5 };
@@ -1016,6 +1056,8 @@ int main(void) {
   test_layernorm();
   test_elementwise();
   test_gelu_bias();
+  test_gelu_position();
+  test_dropout_threshold();
   test_attention();
   test_gather();
   test_xent();
