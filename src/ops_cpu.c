@@ -15,18 +15,6 @@ void openblas_set_num_threads(int num_threads);
 
 #define SQRT1_2 0.70710678118654752f
 
-#ifdef BERTRAIN_VECTOR_MATH
-/* glibc's libmvec (2.35 on) has erff and expf four and eight at a time,
- * within 2 and 3 ulp; declared so, the GELU's loops call them and run about
- * ten times faster than with the scalar calls (the GELU was a fifth of a CPU
- * fine-tuning step). math.h only declares them so under -ffast-math, which
- * we do not want. CMakeLists.txt defines the macro when such a loop links. */
-#pragma omp declare simd notinbranch
-float erff(float);
-#pragma omp declare simd notinbranch
-float expf(float);
-#endif
-
 static void *cpu_alloc(size_t bytes) { return xcalloc(1, bytes ? bytes : 1); }
 static void cpu_free(void *p) { free(p); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
