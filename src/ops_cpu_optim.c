@@ -34,12 +34,11 @@ void cpu_adamw(float *w, const float *g, float *m, float *v, const ParamRange *r
   for (int t = 0; t < nr; t++) {
     float *wt = w + r[t].offset, *mt = m + r[t].offset, *vt = v + r[t].offset;
     const float *gt = g + r[t].offset;
-    const int decay = r[t].decay;
-#pragma omp parallel for schedule(static)
+    const float keep = r[t].decay ? shrink : 1.0f; /* w * 1 is w: no branch in the loop */
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < r[t].count; i++) {
       update_moments(&k, gt[i], &mt[i], &vt[i]);
-      float wi = decay ? wt[i] * shrink : wt[i];
-      wt[i] = wi - step_size * (mt[i] / (sqrtf(vt[i]) / sqrt_c2 + eps));
+      wt[i] = wt[i] * keep - step_size * (mt[i] / (sqrtf(vt[i]) / sqrt_c2 + eps));
     }
   }
 }
