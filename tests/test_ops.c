@@ -351,6 +351,31 @@ static void test_gelu_position(void) {
   free(h), free(dyh);
 }
 
+/* The GELU against a double reference over [-8, 8], forward and backward:
+ * within a few float ulps of the larger of the value and 1 (the vector erff
+ * and expf are within 2 and 3 ulp; for x below about -2, 1 + erff cancels,
+ * so the error is absolute there, for scalar and vector erff alike). */
+static void test_gelu_accuracy(void) {
+  enum { N = 4099 };
+  float *h = malloc(N * sizeof *h), *ones = malloc(N * sizeof *ones);
+  for (int i = 0; i < N; i++) h[i] = -8.0f + 16.0f * (float)i / (N - 1), ones[i] = 1.0f;
+  float *x = dev(h, N), *dy = dev(ones, N), *y = dev(NULL, N), *dx = dev(NULL, N);
+  O->gelu_fwd(y, x, N);
+  O->gelu_bwd(dx, NULL, dy, x, N, 0);
+  float *a = down(y, N), *b = down(dx, N);
+  double worst_f = 0.0, worst_b = 0.0;
+  for (int i = 0; i < N; i++) {
+    const double xi = h[i], cdf = 0.5 * (1.0 + erf(xi / sqrt(2.0)));
+    const double f = xi * cdf, g = cdf + xi * exp(-0.5 * xi * xi) * 0.3989422804014327;
+    worst_f = fmax(worst_f, fabs(a[i] - f) / fmax(fabs(f), 1.0));
+    worst_b = fmax(worst_b, fabs(b[i] - g) / fmax(fabs(g), 1.0));
+  }
+  printf("gelu vs double: worst error %.2e forward, %.2e backward\n", worst_f, worst_b);
+  CHECK(worst_f < 1e-6 && worst_b < 1e-6);
+  O->free(x), O->free(dy), O->free(y), O->free(dx);
+  free(a), free(b), free(h), free(ones);
+}
+
 /* dropout_threshold: the integer test agrees with dropout_uniform's at the
  * boundary, for round and random probabilities. */
 static void test_dropout_threshold(void) {
@@ -1057,6 +1082,7 @@ int main(void) {
   test_elementwise();
   test_gelu_bias();
   test_gelu_position();
+  test_gelu_accuracy();
   test_dropout_threshold();
   test_attention();
   test_gather();
