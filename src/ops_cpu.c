@@ -62,8 +62,10 @@ void cpu_colsum_acc(float *acc, const float *x, int rows, int c) {
     int lo = ch * COL_CHUNK, hi = lo + COL_CHUNK < c ? lo + COL_CHUNK : c;
     double s[COL_CHUNK] = {0};
     for (int r = 0; r < rows; r++) {
-      const float *xr = x + (size_t)r * c;
-      for (int j = lo; j < hi; j++) s[j - lo] += xr[j];
+      const float *xr = x + (size_t)r * c + lo;
+      /* each column's sum in row order, two columns a vector */
+#pragma omp simd
+      for (int j = 0; j < hi - lo; j++) s[j] += xr[j];
     }
     for (int j = lo; j < hi; j++) acc[j] += (float)s[j - lo];
   }

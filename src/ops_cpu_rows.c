@@ -82,10 +82,13 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
     int lo = ch * COL_CHUNK, hi = lo + COL_CHUNK < c ? lo + COL_CHUNK : c;
     double sg[COL_CHUNK] = {0}, sb[COL_CHUNK] = {0};
     for (int r = 0; r < n; r++) {
-      const float *xr = x + (size_t)r * c, *dr = dy + (size_t)r * c;
-      for (int j = lo; j < hi; j++) {
-        sg[j - lo] += dr[j] * ((xr[j] - mean[r]) * rstd[r]);
-        sb[j - lo] += dr[j];
+      const float *xr = x + (size_t)r * c + lo, *dr = dy + (size_t)r * c + lo;
+      const float m = mean[r], rs = rstd[r];
+      /* each column's sums in row order, two columns a vector */
+#pragma omp simd
+      for (int j = 0; j < hi - lo; j++) {
+        sg[j] += dr[j] * ((xr[j] - m) * rs);
+        sb[j] += dr[j];
       }
     }
     for (int j = lo; j < hi; j++) {
@@ -105,6 +108,7 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
       s2 += g * ((xr[j] - m) * rs);
     }
     float a = (float)(s1 / c), b = (float)(s2 / c);
+#pragma omp simd
     for (int j = 0; j < c; j++) {
       float g = dr[j] * gamma[j];
       o[j] = rs * (g - a - ((xr[j] - m) * rs) * b);
