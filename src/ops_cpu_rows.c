@@ -222,7 +222,7 @@ void cpu_xent_bwd(float *dlogits, float *out, const float *logits, const int32_t
     float mx = row_max_lse(x, v, &arg, &ls);
     /* before d, which may be x, is written */
     if (loss) put_row_loss(loss, hit, i, mx, arg, ls, x[labels[i]], labels[i]);
-    const float lse = (float)(mx + ls); /* in float: ~1e-7 relative, as on the GPU */
+    const float lse = (float)(mx + ls); /* in float: ~1e-6 relative, as on the GPU */
 #pragma omp simd
     for (int j = 0; j < v; j++) d[j] = scale * expf(x[j] - lse);
     memset(d + v, 0, (size_t)(ld - v) * sizeof *d);
