@@ -20,6 +20,16 @@
 #define BERTRAIN_VERSION "unknown"
 #endif
 
+char *openblas_get_config(void);
+
+/* Without libmvec the CPU GELU and cross-entropy call the scalar erff and
+ * expf: several times slower, which a user comparing speeds should see. */
+#ifdef BERTRAIN_VECTOR_MATH
+#define VECTOR_MATH_NOTE "vector erff/expf from glibc's libmvec"
+#else
+#define VECTOR_MATH_NOTE "scalar erff/expf (no libmvec at build time: slower GELU and cross-entropy)"
+#endif
+
 static int run(int argc, char **argv) {
   Config cfg;
   cli_parse(&CMD_VERSION, argc, argv, NULL, 0, &cfg);
@@ -28,6 +38,7 @@ static int run(int argc, char **argv) {
   H5get_libversion(&maj, &min, &rel);
   printf("bertrain %s\n", BERTRAIN_VERSION);
   printf("hdf5 %u.%u.%u, utf8proc %s\n", maj, min, rel, utf8proc_version());
+  printf("cpu: %s; %s\n", openblas_get_config(), VECTOR_MATH_NOTE);
 #ifdef BERTRAIN_HAVE_CUDA
   char msg[256];
   int n = cuda_device_count(msg, sizeof msg);
@@ -44,7 +55,8 @@ static int run(int argc, char **argv) {
 const Command CMD_VERSION = {
   "version", "print the version, the libraries and whether CUDA is built in",
   "usage: bertrain version\n\n"
-  "Prints bertrain's version, the HDF5 and utf8proc versions it runs with, and\n"
-  "whether it was built with CUDA (and how many GPUs it can see).\n",
+  "Prints bertrain's version, the HDF5 and utf8proc versions it runs with, the\n"
+  "OpenBLAS build and whether the CPU ops use glibc's vector math functions,\n"
+  "and whether it was built with CUDA (and how many GPUs it can see).\n",
   run, 0,
 };

@@ -36,4 +36,5 @@ expect_fail "bad config section" "bad.ini:4: unknown section [modle]" "$BERTRAIN
 expect_fail "missing config" "cannot open config" "$BERTRAIN" version --config missing.ini
 
 "$BERTRAIN" version | grep -q "^bertrain " && pass || fail "version prints no version"
+"$BERTRAIN" version | grep -q "^cpu: OpenBLAS .*erff/expf" && pass || fail "version names no OpenBLAS or vector math"
 finish
