@@ -1,4 +1,5 @@
 /* bertrain version: what this binary was built with and what it can see. */
+#include <cblas.h> /* OpenBLAS's: openblas_get_config */
 #include <hdf5.h>
 #include <stdio.h>
 #include <utf8proc.h>
@@ -19,8 +20,6 @@
 #ifndef BERTRAIN_VERSION
 #define BERTRAIN_VERSION "unknown"
 #endif
-
-char *openblas_get_config(void);
 
 /* Without libmvec the CPU GELU and cross-entropy call the scalar erff and
  * expf: several times slower, which a user comparing speeds should see. */

@@ -1,6 +1,7 @@
 /* The CPU backend's table, memory (plain host memory), elementwise ops and
  * dropout. Elementwise loops need no care for determinism: each element's
  * value depends on that element alone. */
+#include <cblas.h> /* OpenBLAS's: openblas_set_num_threads */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -10,8 +11,6 @@
 #include "ops_check.h"
 #include "ops_cpu_internal.h"
 #include "util.h"
-
-void openblas_set_num_threads(int num_threads);
 
 #define SQRT1_2 0.70710678118654752f
 
@@ -105,37 +104,39 @@ static void gelu_bwd_group(float *dx, const float *dy, const float *x) {
   }
 }
 
-/* The last n % GELU_GROUP elements of src, zero-padded to a group. */
-static size_t gelu_tail(float pad[GELU_GROUP], const float *src, size_t n) {
-  const size_t done = n - n % GELU_GROUP;
+/* The last `rest` elements of src, zero-padded to a group. */
+static void gelu_pad(float pad[GELU_GROUP], const float *src, size_t rest) {
   memset(pad, 0, GELU_GROUP * sizeof *pad);
-  memcpy(pad, src + done, (n - done) * sizeof *pad);
-  return done;
+  memcpy(pad, src, rest * sizeof *pad);
 }
 
 static void cpu_gelu_fwd(float *out, const float *x, size_t n) {
-  const size_t groups = n / GELU_GROUP;
+  const size_t groups = n / GELU_GROUP, done = groups * GELU_GROUP, rest = n - done;
 #pragma omp parallel for schedule(static)
   for (size_t g = 0; g < groups; g++) gelu_fwd_group(out + g * GELU_GROUP, x + g * GELU_GROUP);
-  float xs[GELU_GROUP], ys[GELU_GROUP];
-  const size_t done = gelu_tail(xs, x, n);
-  gelu_fwd_group(ys, xs);
-  memcpy(out + done, ys, (n - done) * sizeof *ys);
+  if (rest) {
+    float xs[GELU_GROUP], ys[GELU_GROUP];
+    gelu_pad(xs, x + done, rest);
+    gelu_fwd_group(ys, xs);
+    memcpy(out + done, ys, rest * sizeof *ys);
+  }
 }
 
 static void cpu_gelu_bwd(float *dx, float *dbias, const float *dy, const float *x, size_t n, int c) {
   ops_check_rows("gelu_bwd", dbias, n, c);
-  const size_t groups = n / GELU_GROUP;
+  const size_t groups = n / GELU_GROUP, done = groups * GELU_GROUP, rest = n - done;
 #pragma omp parallel for schedule(static)
   for (size_t g = 0; g < groups; g++) {
     const size_t o = g * GELU_GROUP;
     gelu_bwd_group(dx + o, dy + o, x + o);
   }
-  float xs[GELU_GROUP], dys[GELU_GROUP], dxs[GELU_GROUP];
-  const size_t done = gelu_tail(xs, x, n);
-  gelu_tail(dys, dy, n);
-  gelu_bwd_group(dxs, dys, xs);
-  memcpy(dx + done, dxs, (n - done) * sizeof *dxs);
+  if (rest) {
+    float xs[GELU_GROUP], dys[GELU_GROUP], dxs[GELU_GROUP];
+    gelu_pad(xs, x + done, rest);
+    gelu_pad(dys, dy + done, rest);
+    gelu_bwd_group(dxs, dys, xs);
+    memcpy(dx + done, dxs, rest * sizeof *dxs);
+  }
   if (dbias) cpu_colsum_acc(dbias, dx, (int)(n / (size_t)c), c);
 }
 
