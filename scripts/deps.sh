@@ -1,7 +1,7 @@
 # Sourced by the other scripts: make sure the Debian 12 packages bertrain
 # needs are installed (apt-get when root; otherwise print the one line to run).
 BERTRAIN_APT_PACKAGES="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev
-hdf5-tools libopenblas-dev libutf8proc-dev librandom123-dev libinih-dev liblzma-dev xz-utils
+hdf5-tools libopenblas-dev libutf8proc-dev librandom123-dev libinih-dev libjansson-dev liblzma-dev xz-utils
 gnuplot-nox python3 python3-venv"
 
 bertrain_missing_packages() {

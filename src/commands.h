@@ -16,5 +16,7 @@ extern const Command CMD_FORWARD;
 extern const Command CMD_BENCH;
 extern const Command CMD_REPORT;
 extern const Command CMD_SWEEP;
+extern const Command CMD_EXPORT;
+extern const Command CMD_IMPORT;
 
 #endif

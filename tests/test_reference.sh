@@ -2,7 +2,10 @@
 # bertrain forward against Hugging Face transformers (tests/reference/
 # check_pytorch.py): a tiny model pre-trained for a few steps, the same
 # shard rows in eval mode, MLM and NSP logits and losses within 1e-4
-# relative error, on the CPU and (with a GPU) the CUDA backend. Needs
+# relative error, on the CPU and (with a GPU) the CUDA backend; then the
+# checkpoint exported (bertrain export) and loaded with from_pretrained, and
+# a fine-tuned model's exported classifier and tokenizer predicting the MRPC
+# sample's dev set exactly as bertrain predict does. Needs
 # torch, transformers, h5py and numpy in ${BERTRAIN_PYTHON:-python3};
 # skipped (77) without them.
 source "$SRC/tests/sh_util.sh"
@@ -41,5 +44,24 @@ for dev_shard_rows in $(for d in $devices; do echo "$d,shard-00000.h5,0:16 $d,sh
   [ "$shard" = shard-00000.h5 ] || grep -q "padded rows [1-9]" check.out && pass ||
     fail "rows $rows of $shard should include a padded sequence"
 done
+
+# The same checkpoint through bertrain export and transformers' from_pretrained.
+"$BERTRAIN" export --checkpoint "$CKPT" --out hf > export.out 2>&1 && pass || fail "export: $(cat export.out)"
+"$BERTRAIN" forward --checkpoint "$CKPT" --data "$T_DIR/data/shards/shard-00000.h5" --rows 0:16 \
+  --set run.device=cpu --out fwd-export.h5 > forward.out 2>&1 || fail "forward for the export check: $(cat forward.out)"
+"$PYTHON" "$SRC/tests/reference/check_pytorch.py" --checkpoint "$CKPT" --hf-dir hf \
+  --shard "$T_DIR/data/shards/shard-00000.h5" --rows 0:16 --forward fwd-export.h5 --tol 1e-4 &&
+  pass || fail "check_pytorch.py on the exported directory"
+# A fine-tuned model: transformers' tokenizer and classifier predict as bertrain predict does.
+mkdir -p mrpc
+xz -dc "$SRC/data/sample/MRPC/train.tsv.xz" | head -129 > mrpc/train.tsv
+xz -dc "$SRC/data/sample/MRPC/dev.tsv.xz" > mrpc/dev.tsv
+"$BERTRAIN" finetune --checkpoint "$CKPT" --config "$T_DIR/data/tiny.ini" --task mrpc --data mrpc --out ft \
+  --set finetune.epochs=1 > ft.out 2>&1 &&
+  "$BERTRAIN" predict --checkpoint ft/model.h5 --task mrpc --data mrpc/dev.tsv --out ft-pred.txt > pred.out 2>&1 &&
+  "$BERTRAIN" export --checkpoint ft/model.h5 --out hf-ft > export-ft.out 2>&1 && pass ||
+  fail "finetune, predict or export: $(tail -3 ft.out pred.out export-ft.out)"
+"$PYTHON" "$SRC/tests/reference/check_hf_classifier.py" hf-ft mrpc/dev.tsv mrpc 64 ft-pred.txt &&
+  pass || fail "check_hf_classifier.py: predictions differ"
 
 finish

@@ -6,6 +6,8 @@ key) into transformers.BertForPreTraining, runs the same shard rows in eval
 mode in float64, gathers the MLM logits at the masked positions and compares
 them, the NSP logits and both losses with the file `bertrain forward` wrote.
 The relative error of a tensor is max|bertrain - reference| / max|reference|.
+With --hf-dir the model is instead what transformers' from_pretrained makes
+of the directory `bertrain export` wrote from the checkpoint.
 
 Exit status: 0 when every relative error is below --tol, 1 otherwise, 77 when
 torch, transformers, h5py or numpy is missing.
@@ -76,6 +78,15 @@ def load_model(path):
     return model
 
 
+def load_exported(directory):
+    """A directory of bertrain export, through transformers' own loader."""
+    try:
+        model = transformers.BertForPreTraining.from_pretrained(directory, attn_implementation="eager")
+    except TypeError:
+        model = transformers.BertForPreTraining.from_pretrained(directory)
+    return model.double().eval()
+
+
 def read_rows(path, a, b):
     with h5py.File(path, "r") as f:
         get = lambda name: np.asarray(f[name][a:b]).astype(np.int64)
@@ -115,6 +126,8 @@ def rel_err(ours, ref):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--hf-dir", help="load the model from this directory (bertrain export of "
+                   "the checkpoint) with from_pretrained instead")
     p.add_argument("--shard", required=True)
     p.add_argument("--rows", required=True, help="A:B as given to bertrain forward")
     p.add_argument("--forward", required=True, help="the file bertrain forward wrote")
@@ -122,7 +135,7 @@ def main():
     args = p.parse_args()
     a, b = (int(x) for x in args.rows.split(":"))
     torch.manual_seed(0)
-    model = load_model(args.checkpoint)
+    model = load_exported(args.hf_dir) if args.hf_dir else load_model(args.checkpoint)
     rows = read_rows(args.shard, a, b)
     mlm, nsp, mlm_loss, nsp_loss = reference(model, rows)
     padded = int((rows["input_mask"].min(axis=1) == 0).sum())
