@@ -35,6 +35,7 @@
 #include "train_util.h"
 #include "util.h"
 #include "vocab.h"
+#include "weights_h5.h"
 
 /* Exit status of a run stopped by SIGTERM, SIGUSR1 or SIGINT after writing
  * checkpoints/latest.h5 (documented in the usage text). */
@@ -554,13 +555,33 @@ static int find_resume(Trainer *tr, const char *resume) {
   return ok;
 }
 
+/* A new run from given weights (pretrain.init_checkpoint): rank 0 reads
+ * them, checking shape, vocabulary and lower-casing against the run's, and
+ * hands them to every rank; the optimizer starts afresh. */
+static void init_from(Trainer *tr, const char *path) {
+  size_t bytes = params_size(tr->t) * sizeof(float);
+  if (tr->ci.rank == 0) {
+    ModelShape s;
+    weights_read_shape(path, &s);
+    if (!s.pretraining)
+      die("pretrain.init_checkpoint %s has no pre-training heads (cls.*: a BertModel or a "
+          "fine-tuned classifier); pre-training needs a BertForPreTraining's weights", path);
+    memset(tr->host_p, 0, bytes);
+    weights_load(path, tr->t, tr->host_p, tr->c, tr->v);
+    info("pretrain: a new run from the weights of %s (pretrain.init_checkpoint)", path);
+  }
+  comm_broadcast(tr->host_p, bytes, 0);
+  model_params_from_host(tr->m, tr->host_p);
+}
+
 /* Loads the checkpoint on rank 0 and hands it to every rank. */
 static void start_state(Trainer *tr, const char *resume) {
   int have = tr->ci.rank == 0 ? find_resume(tr, resume) : 0;
   comm_broadcast(&have, sizeof have, 0);
   if (!have) {
     fresh_state(tr);
-    model_init_params(tr->m, (uint64_t)tr->c->run.seed, tr->c->model.initializer_range, tr->v->pad);
+    if (tr->c->pretrain.init_checkpoint[0]) init_from(tr, tr->c->pretrain.init_checkpoint);
+    else model_init_params(tr->m, (uint64_t)tr->c->run.seed, tr->c->model.initializer_range, tr->v->pad);
     return;
   }
   size_t bytes = params_size(tr->t) * sizeof(float);
@@ -780,7 +801,7 @@ const Command CMD_PRETRAIN = {
   "usage: bertrain pretrain [--config FILE] [--data DIR] [--resume auto|never|PATH]\n"
   "                         [--set KEY=VALUE]...\n"
   "       mpirun -np N bertrain pretrain ...   (or srun: N data-parallel ranks)\n\n"
-  "Pre-trains BERT from scratch on the shards DIR/shard-*.h5 that 'bertrain prep'\n"
+  "Pre-trains BERT on the shards DIR/shard-*.h5 that 'bertrain prep'\n"
   "makes: masked-LM plus next-sentence loss, pretrain.epochs epochs of\n"
   "pretrain.steps_per_epoch optimizer steps (0: one pass over the data), each of\n"
   "pretrain.batch_size sequences (the global batch). With N ranks each rank takes\n"
@@ -795,7 +816,11 @@ const Command CMD_PRETRAIN = {
   "pretrain.max_grad_norm; the optimizer is AdamW or LAMB (pretrain.optimizer).\n"
   "A non-finite loss or gradient norm stops the run, naming the step (or, with\n"
   "pretrain.skip_nonfinite, skips the step and counts it). Runs on the CPU with\n"
-  "run.threads threads per rank (0 = the node's cores shared among its ranks).\n\n"
+  "run.threads threads per rank (0 = the node's cores shared among its ranks).\n"
+  "A new run starts from random weights (run.seed), or from the weights file\n"
+  "pretrain.init_checkpoint (e.g. a published BERT from 'bertrain import', to\n"
+  "pre-train it further on this corpus: same shape, vocabulary and lower-casing;\n"
+  "the optimizer starts afresh, and the epoch-0 baseline is those weights).\n\n"
   "Writes to the run directory (run.dir; default runs/NAME, NAME the --config\n"
   "file's base name, or runs/default), from rank 0:\n"
   "  config.ini               the resolved settings\n"

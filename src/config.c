@@ -110,6 +110,8 @@ static const Key KEYS[] = {
    "clip gradients to this global norm; 0 = no clipping"},
   {"pretrain", "log_every", K_INT, OFF(pretrain.log_every), "10", 1, 2000000000, NULL,
    "steps between progress lines (metrics.csv gets every step)"},
+  {"pretrain", "init_checkpoint", K_STRING, OFF(pretrain.init_checkpoint), "", NOLIM, NULL,
+   "bertrain weights a new run starts from instead of a random initialisation (e.g. a published BERT from 'bertrain import', to pre-train it further on this corpus); same shape, vocabulary and lower-casing as the run; \"\" = random; a resumed run continues from its checkpoint"},
 
   {"checkpoint", "every_steps", K_INT, OFF(checkpoint.every_steps), "1000", 0, 2000000000, NULL,
    "write checkpoints/latest.h5 every this many steps; 0 = not by steps"},

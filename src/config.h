@@ -51,6 +51,7 @@ typedef struct Config {
     double max_grad_norm; /* clip the global gradient norm; 0 = no clipping */
     double bucket_mb;     /* > 0: all-reduce gradient buckets during the backward */
     int log_every;        /* steps between progress lines */
+    char *init_checkpoint; /* weights a new run starts from; "" = random */
   } pretrain;
   struct {
     int every_steps;      /* latest.h5 every this many steps; 0 = never */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <ini.h>
 
 #include "config.h"
 #include "util.h"
@@ -383,10 +384,32 @@ static void collect_tasks(RunData *d) {
   }
 }
 
+static int init_key(void *user, const char *section, const char *name, const char *value) {
+  char **out = user;
+  if (strcmp(section, "pretrain") == 0 && strcmp(name, "init_checkpoint") == 0) {
+    free(*out);
+    *out = xstrdup(value);
+  }
+  return 1;
+}
+
+/* Only this key is read, with inih alone: the report of a run made by
+ * another version of bertrain must not fail on a key this one lacks. */
+static void load_init_checkpoint(RunData *d) {
+  char path[PATH_MAX];
+  path_fmt(path, sizeof path, "%s/config.ini", d->run_dir);
+  d->init_checkpoint = NULL;
+  if (file_exists(path) && ini_parse(path, init_key, &d->init_checkpoint) < 0)
+    warn("%s: cannot read it for pretrain.init_checkpoint", path);
+  if (!d->init_checkpoint) d->init_checkpoint = xstrdup("");
+  d->baseline_label = d->init_checkpoint[0] ? " (initial weights)" : " (random init)";
+}
+
 RunData *run_data_load(const char *run_dir) {
   RunData *d = xcalloc(1, sizeof *d);
   d->run_dir = xstrdup(run_dir);
   load_pretrain(d);
+  load_init_checkpoint(d);
   char ft[PATH_MAX];
   path_fmt(ft, sizeof ft, "%s/finetune", run_dir);
   int n;
@@ -422,6 +445,7 @@ void run_data_free(RunData *d) {
   free_list(d->pre.cols);
   free(d->pre.v);
   free(d->run_dir);
+  free(d->init_checkpoint);
   free(d);
 }
 

@@ -78,6 +78,10 @@ typedef struct RunData {
   int njobs;
   char **tasks; /* distinct task names, sorted */
   int ntasks;
+  /* pretrain.init_checkpoint of RUN_DIR/config.ini: the weights the run
+   * started from, so the epoch-0 baseline; "" for random initialisation */
+  char *init_checkpoint;
+  const char *baseline_label; /* after epoch 0: " (random init)" or " (initial weights)" */
 } RunData;
 
 /* Reads RUN_DIR/pretrain/metrics.csv (if any) and every job directory under

@@ -5,8 +5,9 @@
  *
  * Lines of fine-tuning jobs are coloured by pre-trained epoch on a
  * sequential blue scale (light = early, dark = late), the epoch-0 baseline
- * (random initialisation) grey and dashed. Training batch accuracy is drawn
- * raw (thin) and as a centred moving average (thick). */
+ * (random initialisation, or the weights the run started from) grey and
+ * dashed. Training batch accuracy is drawn raw (thin) and as a centred
+ * moving average (thick). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <limits.h>
@@ -138,7 +139,7 @@ static int fig_batch(const RunData *d, const char *dir, FILE *g) {
       fputs(" notitle, \\\n  '' index ", pc.f);
       fprintf(pc.f, "%d using 1:3 with lines ", block);
       line_style(pc.f, j, 2.2);
-      fprintf(pc.f, " title '%d%s'", j->epoch, j->epoch == 0 ? " (random init)" : "");
+      fprintf(pc.f, " title '%d%s'", j->epoch, j->epoch == 0 ? d->baseline_label : "");
       block++;
     }
     plot_end(&pc, g, block);
@@ -182,7 +183,7 @@ static int fig_epoch(const RunData *d, const char *dir, FILE *g) {
       fprintf(pc.f, "%s'data/%s_epoch_accuracy.dat' index %d using 1:3 with linespoints pt 7 "
               "ps 0.8 ", block ? ", \\\n  " : "", task, block);
       line_style(pc.f, j, 2);
-      fprintf(pc.f, " title '%d%s'", j->epoch, j->epoch == 0 ? " (random init)" : "");
+      fprintf(pc.f, " title '%d%s'", j->epoch, j->epoch == 0 ? d->baseline_label : "");
       block++;
     }
     double majority = task_majority_rate(d, task);

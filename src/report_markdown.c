@@ -59,7 +59,11 @@ static void findings(FILE *f, const RunData *d, const char *task) {
   fprintf(f, "**%s** (%d job%s: %d finished from pre-trained checkpoints%s, %d failed, %d not "
           "finished):\n\n", task_title(task), jobs, jobs == 1 ? "" : "s", r.n,
           r.have_baseline ? " plus the epoch-0 baseline" : "", failed, unfinished);
-  if (r.have_baseline)
+  if (r.have_baseline && d->init_checkpoint[0])
+    fprintf(f, "- Fine-tuning the weights the run started from (pre-trained epoch 0: %s, "
+            "pretrain.init_checkpoint) reaches validation accuracy %.4f.\n", d->init_checkpoint,
+            r.baseline);
+  else if (r.have_baseline)
     fprintf(f, "- Fine-tuning the untrained, randomly initialised model (pre-trained epoch 0) "
             "reaches validation accuracy %.4f.\n", r.baseline);
   if (r.n == 0) {
@@ -125,7 +129,7 @@ static void table(FILE *f, const RunData *d, const char *task) {
         if (s->value[k] > s->value[b]) b = k;
       path_fmt(best, sizeof best, "%.4f (%d)", s->value[b], s->epoch[b]);
     }
-    fprintf(f, "| %d%s | %s | %s | %s | %s | %s | %s", j->epoch, j->epoch == 0 ? " (random init)" : "",
+    fprintf(f, "| %d%s | %s | %s | %s | %s | %s | %s", j->epoch, j->epoch == 0 ? d->baseline_label : "",
             step, t, acc, f1, best, j->status.state);
     if (strcmp(j->status.state, "failed") == 0 && j->status.exit_code >= 0)
       fprintf(f, " (exit %d)", j->status.exit_code);
@@ -175,7 +179,7 @@ static void pretrain_summary(FILE *f, const RunData *d) {
 static void figures(FILE *f, const int made[REPORT_FIGURES]) {
   static const char *const CAPTIONS[REPORT_FIGURES] = {
     "Training batch accuracy while fine-tuning, one line per pre-trained epoch (darker = "
-    "pre-trained longer; grey dashed = random initialisation).",
+    "pre-trained longer; grey dashed = the epoch-0 baseline).",
     "Validation accuracy after each fine-tuning epoch, one line per pre-trained epoch.",
     "Final validation accuracy against the wall-clock time pre-training had taken at the "
     "checkpoint (labels: pre-trained epoch).",
@@ -244,9 +248,11 @@ void report_markdown(const RunData *d, const char *dir, const int made[REPORT_FI
   if (!f) die("out of memory writing the report");
   const char *base = strrchr(d->run_dir, '/');
   fprintf(f, "# Fine-tuning accuracy vs pre-training length: %s\n\n", base && base[1] ? base + 1 : d->run_dir);
-  fputs("Each milestone checkpoint of pre-training was fine-tuned on the task(s) below; the curves "
-        "show how downstream accuracy changes with the length of pre-training. Pre-trained epoch 0 "
-        "is the baseline: the same fine-tuning from randomly initialised weights.\n\n", f);
+  fprintf(f, "Each milestone checkpoint of pre-training was fine-tuned on the task(s) below; the "
+          "curves show how downstream accuracy changes with the length of pre-training. Pre-trained "
+          "epoch 0 is the baseline: the same fine-tuning from %s.\n\n",
+          d->init_checkpoint[0] ? "the weights the run started from (pretrain.init_checkpoint)"
+                                : "randomly initialised weights");
   fputs("## Findings\n\n", f);
   if (!d->ntasks) fputs("No fine-tuning jobs in this run directory yet.\n\n", f);
   for (int t = 0; t < d->ntasks; t++) findings(f, d, d->tasks[t]);

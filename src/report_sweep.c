@@ -305,7 +305,7 @@ static void results_table(FILE *f, const SweepData *s) {
       fmt_num(acc, sizeof acc, j->final_acc, "%.4f");
       fmt_num(f1, sizeof f1, j->final_f1, "%.4f");
       fprintf(f, "| %s | %s | %d%s | %ld | %s | %s | %s | %s |\n", s->runs[i].name,
-              task_title(j->task), j->epoch, j->epoch == 0 ? " (random init)" : "",
+              task_title(j->task), j->epoch, j->epoch == 0 ? d->baseline_label : "",
               j->global_step, wall, acc, f1, j->status.state[0] ? j->status.state : "unknown");
     }
   }

@@ -84,6 +84,23 @@ $HF variant hf-pre untied untied && "$BERTRAIN" import --from untied --out untie
   grep -q "cls.predictions.decoder.bias differs from cls.predictions.bias" untied.out &&
   $HF expect untied.h5 untied/expect.npz && pass || fail "untied decoder bias: $(cat untied.out)"
 
+# ---- a new pre-training run from imported weights (pretrain.init_checkpoint) ----
+"$BERTRAIN" pretrain --config "$CFG" --set run.dir=$T_DIR/init --set pretrain.init_checkpoint=rt-pre.h5 \
+  --set pretrain.epochs=1 --set pretrain.steps_per_epoch=2 --set pretrain.milestone_epochs=1 \
+  --set finetune.launcher=inline --set finetune.task=mrpc --set finetune.data=mrpc --set finetune.epochs=1 \
+  > init.out 2>&1 && pass || fail "pretrain from rt-pre.h5: $(tail -5 init.out)"
+grep -q "a new run from the weights of rt-pre.h5 (pretrain.init_checkpoint)" init.out && pass ||
+  fail "pretrain should say where its weights come from: $(head -5 init.out)"
+# The epoch-0 checkpoint (the baseline) is exactly the imported weights.
+$HF expect init/checkpoints/epoch-0000.h5 same-pre/expect.npz && pass || fail "epoch-0000.h5 differs from rt-pre.h5"
+grep -q '^| 0 (initial weights) | 0 |' init/report/Report.md &&
+  grep -q "Fine-tuning the weights the run started from (pre-trained epoch 0: rt-pre.h5" init/report/Report.md &&
+  pass || fail "the report should call the baseline the initial weights: $(grep -m3 '^| 0\|epoch 0' init/report/Report.md)"
+expect_fail "init_checkpoint of another shape" "model.layers is 2 in the file, 3 in use" \
+  "$BERTRAIN" pretrain --config "$CFG" --set run.dir=$T_DIR/init3 --set pretrain.init_checkpoint=rt-pre.h5 --set model.layers=3
+expect_fail "init_checkpoint without pre-training heads" "google.h5 has no pre-training heads" \
+  "$BERTRAIN" pretrain --config "$CFG" --set run.dir=$T_DIR/init4 --set pretrain.init_checkpoint=google.h5
+
 # ---- refused, with the reason ----
 while IFS='|' read -r kind want; do
   $HF variant hf-pre bad-$kind $kind || { fail "could not make variant $kind"; continue; }
