@@ -348,10 +348,10 @@ static void list_add(char *list, size_t size, int *count, const char *name) {
   (*count)++;
 }
 
-/* Reads every tensor the table has; tied copies afterwards, read into their
- * target when it came without them, else compared with it. */
-static void read_tensors(const StFile *f, const Entry *m, int n, const ParamTable *t, float *host) {
-  unsigned char *filled = xcalloc((size_t)t->n, 1);
+/* The file's own tensors (not the tied copies) into the table; a tensor
+ * of the encoder or classifier the table lacks is an error. */
+static void read_own(const StFile *f, const Entry *m, int n, const ParamTable *t, float *host,
+                     unsigned char *filled) {
   char unknown[1024] = "";
   int n_unknown = 0;
   for (int i = 0; i < n; i++) {
@@ -368,20 +368,36 @@ static void read_tensors(const StFile *f, const Entry *m, int n, const ParamTabl
   if (n_unknown)
     die("%s: %d tensor%s that bertrain's BERT does not have: %s", f->path, n_unknown,
         n_unknown == 1 ? "" : "s", unknown);
+}
+
+/* The tied copies: read into their target when the file lacks it, else
+ * compared with it. */
+static void read_tied(const StFile *f, const Entry *m, int n, const ParamTable *t, float *host,
+                      unsigned char *filled) {
   for (int i = 0; i < n; i++) {
     const char *target = tied_target(m[i].name);
-    const Param *p = target ? params_find(t, target) : NULL;
-    if (!p || !t->shape.pretraining) continue;
+    const Param *p = target && t->shape.pretraining ? params_find(t, target) : NULL;
+    if (!p) continue;
     check_shape(f->path, m[i].e, p);
-    float *into = params_view(t, host, p->name), *copy = into;
-    if (filled[p - t->p]) copy = xmalloc(p->count * sizeof *copy);
+    float *into = params_view(t, host, p->name);
+    if (!filled[p - t->p]) {
+      st_read_f32(f, m[i].e, into);
+      filled[p - t->p] = 1;
+      continue;
+    }
+    float *copy = xmalloc(p->count * sizeof *copy);
     st_read_f32(f, m[i].e, copy);
-    if (copy != into && memcmp(copy, into, p->count * sizeof *copy) != 0)
+    if (memcmp(copy, into, p->count * sizeof *copy) != 0)
       warn("%s: %s differs from %s; they are tied in BERT, and Hugging Face's model uses %s, so "
            "bertrain does too", f->path, m[i].e->name, target, target);
-    if (copy != into) free(copy);
-    filled[p - t->p] = 1;
+    free(copy);
   }
+}
+
+static void read_tensors(const StFile *f, const Entry *m, int n, const ParamTable *t, float *host) {
+  unsigned char *filled = xcalloc((size_t)t->n, 1);
+  read_own(f, m, n, t, host, filled);
+  read_tied(f, m, n, t, host, filled);
   char missing[1024] = "";
   int n_missing = 0;
   for (int i = 0; i < t->n; i++)
