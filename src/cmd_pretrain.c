@@ -32,6 +32,7 @@
 #include "model.h"
 #include "params.h"
 #include "prefetch.h"
+#include "run_lock.h"
 #include "train_util.h"
 #include "util.h"
 #include "vocab.h"
@@ -678,6 +679,7 @@ static void open_inputs(Trainer *tr, int argc, char **argv) {
   resolve_steps(tr);
   if (tr->ci.rank == 0) {
     make_dirs(tr->ckdir);
+    run_lock(tr->dir);
     comm_barrier();
   }
   g_checks_after_rank0 = 0;
@@ -824,6 +826,8 @@ const Command CMD_PRETRAIN = {
   "Writes to the run directory (run.dir; default runs/NAME, NAME the --config\n"
   "file's base name, or runs/default), from rank 0:\n"
   "  config.ini               the resolved settings\n"
+  "  pretrain.lock            locked while the job runs: a second job started on\n"
+  "                           the same directory is refused, naming the first\n"
   "  pretrain/metrics.csv     one row per step: step, epoch, loss, mlm_loss,\n"
   "                           nsp_loss, mlm_acc, nsp_acc (averages over all ranks),\n"
   "                           lr, grad_norm, seq_per_s, wall_s (skipped steps are\n"

@@ -2,7 +2,7 @@
 # Distributed pre-training when things go wrong: damaged checkpoints are
 # reported and the previous one used (and nothing is overwritten when none
 # is usable); a kill during a checkpoint write leaves the previous one
-# readable; bad settings and bad shards fail on 2 and 4 ranks with one clear
+# readable; a second job on a run directory in use is refused; bad settings and bad shards fail on 2 and 4 ranks with one clear
 # message and no hang; non-finite losses stop the run or are skipped; bench
 # splits the step into compute, all-reduce and data wait.
 set -u
@@ -69,6 +69,10 @@ mkdir -p cut
 bg=$!
 wait_for cut/run/checkpoints/latest.h5 && wait_for cut/run/checkpoints/latest.h5.tmp ||
   fail "no second checkpoint write started"
+# While it runs, a second job on the same run directory is refused.
+expect_fail "a second job on a run directory in use" \
+  "cut/run is in use by another bertrain pretrain (pid $(rank_pids $bg) on $(hostname) since" \
+  "$BERTRAIN" pretrain --config "$CFG" --set run.dir=cut/run
 kill -KILL $(rank_pids $bg)
 { wait $bg; } 2>/dev/null
 [ "$(h5_value cut/run/checkpoints/latest.h5 /train/step)" = 3 ] && pass ||
@@ -79,6 +83,20 @@ grep -q "removing run/checkpoints/latest.h5.tmp" cut/err && grep -q "continuing 
   pass || fail "restart after the cut-short write: $(cat cut/err)"
 same_params "$FINAL" cut/run/checkpoints/final.h5 && pass ||
   fail "restarted after a kill during a write: not bit-identical to the uninterrupted run"
+# A lock held from another machine (a crashed node's lives on at the file
+# server for a while) is waited for, and the run goes ahead once it is free.
+mkdir -p far/run
+"$PYTHON" -c 'import fcntl, os, sys, time
+fd = os.open("far/run/pretrain.lock", os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.write(fd, b"pid 4242 on crashed-node since 2026-01-01 00:00:00\n")
+open("far/held", "w").close()
+time.sleep(2)' &
+wait_for far/held || fail "the lock holder did not start"
+pretrain_in far 2 && pass || fail "pretrain after a lock from another machine was released: $(cat far/err)"
+grep -q "run is locked by pid 4242 on crashed-node since 2026-01-01 00:00:00; waiting up to 180 s" far/err &&
+  pass || fail "no note of the wait for the other machine's lock: $(head -3 far/err)"
+wait
 
 # ---- bad input: one clear message, non-zero exit, no hang ----
 # expect_once WHAT TEXT CMD...: expect_fail, and TEXT printed exactly once.
