@@ -9,7 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 bertrain_install_deps
-BERTRAIN_TARGETS=bertrain bertrain_build build  # the program alone: no tests
+# The demo runs on the CPU. Without a GPU, a first build leaves out the CUDA
+# kernels, which are most of its time (an existing build/ keeps its setting;
+# scripts/test.sh builds them).
+cuda=()
+if [ ! -e build/CMakeCache.txt ] && ! nvidia-smi -L >/dev/null 2>&1; then
+  cuda=(-DBERTRAIN_CUDA=OFF)
+  echo "note: no GPU visible: building without the CUDA kernels (the demo runs on the CPU)" >&2
+fi
+BERTRAIN_TARGETS=bertrain bertrain_build build "${cuda[@]}"  # the program alone: no tests
 B=$PWD/build/bertrain
 CFG=configs/demo.ini
 RUN=runs/demo
