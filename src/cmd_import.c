@@ -18,7 +18,8 @@ static int run(int argc, char **argv) {
 
 const Command CMD_IMPORT = {
   "import", "read a Hugging Face BERT model directory into a bertrain weights file",
-  "usage: bertrain import --from DIR --out FILE.h5 [--config FILE] [--set KEY=VALUE]...\n\n"
+  "usage: bertrain import --from DIR --out FILE.h5 [--config FILE]\n"
+  "                       [--set KEY=VALUE]...\n\n"
   "Reads a BERT in a Hugging Face model directory (as save_pretrained writes it,\n"
   "or a downloaded snapshot of a published BERT) and writes it as a bertrain\n"
   "weights file, for 'bertrain finetune --checkpoint FILE.h5', predict, forward\n"
@@ -27,7 +28,10 @@ const Command CMD_IMPORT = {
   "                         positions, layer_norm_eps 1e-12; it gives the [model]\n"
   "                         section (shape, dropout, initialiser range)\n"
   "  model.safetensors      one file (not sharded; pytorch_model.bin is not read)\n"
-  "  vocab.txt              the WordPiece vocabulary, vocab_size tokens\n"
+  "  vocab.txt              the WordPiece vocabulary, vocab_size tokens (or\n"
+  "                         tokenizer.json, as transformers 5 saves it; its\n"
+  "                         vocabulary is then written to FILE.h5.vocab.txt, for\n"
+  "                         'bertrain prep')\n"
   "and may hold tokenizer_config.json (do_lower_case; without it, lower-case as\n"
   "BertTokenizer does by default).\n\n"
   "Tensors keep their state_dict names; BertModel's names without 'bert.' and\n"
