@@ -42,3 +42,4 @@ mpirun -np 2 "$B" pretrain --config "$CFG" "$@"
 echo >&2
 echo "Done. Report: $RUN/report/Report.md (figures beside it); metrics: $RUN/metrics.csv, $RUN/metrics.h5;" >&2
 echo "TensorBoard: tensorboard --logdir $RUN/tb" >&2
+echo "For PyTorch: build/bertrain export --checkpoint $RUN/checkpoints/final.h5 --out $RUN/hf (then BertForPreTraining.from_pretrained)" >&2
