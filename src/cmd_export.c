@@ -12,7 +12,9 @@ static int run(int argc, char **argv) {
   Config cfg;
   int first = cli_parse(&CMD_EXPORT, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
   config_free(&cfg);
-  if (first < argc) die("export: unexpected argument '%s' (usage: bertrain export --checkpoint FILE.h5 --out DIR)", argv[first]);
+  if (first < argc)
+    die("export: unexpected argument '%s' (usage: bertrain export --checkpoint FILE.h5 --out "
+        "DIR)", argv[first]);
   if (!ckpt) die("export: no weights: pass --checkpoint FILE.h5 (from pretrain or finetune)");
   if (!out) die("export: no output directory: pass --out DIR");
   train_config_from_checkpoint(ckpt, argc, argv, &cfg);

@@ -8,7 +8,9 @@ static int run(int argc, char **argv) {
   CliOpt opts[] = {{"from", OPT_STRING, &from}, {"out", OPT_STRING, &out}};
   Config cfg;
   int first = cli_parse(&CMD_IMPORT, argc, argv, opts, (int)ARRAY_LEN(opts), &cfg);
-  if (first < argc) die("import: unexpected argument '%s' (usage: bertrain import --from DIR --out FILE.h5)", argv[first]);
+  if (first < argc)
+    die("import: unexpected argument '%s' (usage: bertrain import --from DIR --out FILE.h5)",
+        argv[first]);
   if (!from) die("import: no model: pass --from DIR (a Hugging Face BERT model directory)");
   if (!out) die("import: no output file: pass --out FILE.h5");
   hf_import(from, &cfg, out);

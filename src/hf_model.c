@@ -74,7 +74,9 @@ static const char *hf_architecture(const ModelShape *s) {
 
 static void set_int(json_t *o, const char *k, long v) { json_object_set_new(o, k, json_integer(v)); }
 static void set_real(json_t *o, const char *k, double v) { json_object_set_new(o, k, json_real(v)); }
-static void set_str(json_t *o, const char *k, const char *v) { json_object_set_new(o, k, json_string(v)); }
+static void set_str(json_t *o, const char *k, const char *v) {
+  json_object_set_new(o, k, json_string(v));
+}
 
 /* The labels of a classifier, as transformers names them by default. */
 static void set_labels(json_t *o, const ModelShape *s, const Config *cfg) {
@@ -232,7 +234,8 @@ static void read_tokenizer_config(const char *path, Config *cfg) {
   json_t *lower = json_object_get(o, "do_lower_case"), *strip = json_object_get(o, "strip_accents");
   if (lower && !json_is_boolean(lower)) die("%s: \"do_lower_case\" should be true or false", path);
   cfg->model.lowercase = lower ? json_is_true(lower) : 1;
-  if (strip && !json_is_null(strip) && (!json_is_boolean(strip) || json_is_true(strip) != cfg->model.lowercase))
+  int strip_differs = !json_is_boolean(strip) || json_is_true(strip) != cfg->model.lowercase;
+  if (strip && !json_is_null(strip) && strip_differs)
     die("%s: \"strip_accents\" differs from \"do_lower_case\"; bertrain's tokenizer strips "
         "accents exactly when it lower-cases (model.lowercase)", path);
   json_decref(o);
@@ -245,7 +248,9 @@ typedef struct Entry {
   char name[PARAM_NAME_MAX]; /* bertrain's (Hugging Face's) name */
 } Entry;
 
-static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+static int starts_with(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
@@ -439,7 +444,8 @@ static Vocab *vocab_from_tokenizer_json(const char *path) {
   json_object_foreach(vocab, key, id) {
     json_int_t i = json_is_integer(id) ? json_integer_value(id) : -1;
     if (i < 0 || i >= n || tokens[i])
-      die("%s: model.vocab: the ids should number the %d tokens 0 to %d once each ('%s')", path, n, n - 1, key);
+      die("%s: model.vocab: the ids should number the %d tokens 0 to %d once each ('%s')", path,
+          n, n - 1, key);
     tokens[i] = (char *)key;
   }
   Vocab *v = vocab_from_tokens(tokens, n, path);

@@ -41,13 +41,15 @@ static char *header_json(const char *path, const StTensor *t, int n, size_t *len
   json_object_set_new(root, "__metadata__", meta);
   uint64_t at = 0;
   for (int i = 0; i < n; i++) {
-    if (t[i].ndim < 1 || t[i].ndim > ST_MAX_DIMS) die("%s: tensor %s: bad rank %d", path, t[i].name, t[i].ndim);
+    if (t[i].ndim < 1 || t[i].ndim > ST_MAX_DIMS)
+      die("%s: tensor %s: bad rank %d", path, t[i].name, t[i].ndim);
     int64_t range[2] = {(int64_t)at, (int64_t)(at + tensor_bytes(&t[i]))};
     json_t *e = json_object();
     json_object_set_new(e, "dtype", json_string("F32"));
     json_object_set_new(e, "shape", int_array(t[i].shape, t[i].ndim));
     json_object_set_new(e, "data_offsets", int_array(range, 2));
-    if (json_object_set_new(root, t[i].name, e) != 0) die("%s: cannot add tensor %s to the header", path, t[i].name);
+    if (json_object_set_new(root, t[i].name, e) != 0)
+      die("%s: cannot add tensor %s to the header", path, t[i].name);
     at = (uint64_t)range[1];
   }
   char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -122,7 +124,8 @@ static void parse_entry(const char *path, const char *name, json_t *v, StEntry *
   if (!dtype_size(json_string_value(dtype)))
     die("%s: tensor %s: unknown dtype '%s'", path, name, json_string_value(dtype));
   e->ndim = (int)json_array_size(shape);
-  if (e->ndim > ST_MAX_DIMS) die("%s: tensor %s: %d dimensions (at most %d)", path, name, e->ndim, ST_MAX_DIMS);
+  if (e->ndim > ST_MAX_DIMS)
+    die("%s: tensor %s: %d dimensions (at most %d)", path, name, e->ndim, ST_MAX_DIMS);
   for (int d = 0; d < e->ndim; d++)
     e->shape[d] = (int64_t)get_u64(path, name, "shape", json_array_get(shape, (size_t)d));
   e->begin = get_u64(path, name, "data_offsets", json_array_get(range, 0));
@@ -176,7 +179,9 @@ static char *read_header(StFile *f, uint64_t file_size, uint64_t *len) {
 static void parse_header(StFile *f, const char *text, uint64_t len) {
   json_error_t err;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-  if (!root) die("%s: the header is not valid JSON (line %d, column %d): %s", f->path, err.line, err.column, err.text);
+  if (!root)
+    die("%s: the header is not valid JSON (line %d, column %d): %s", f->path, err.line,
+        err.column, err.text);
   if (!json_is_object(root)) die("%s: the header is not a JSON object", f->path);
   f->e = xcalloc(json_object_size(root) + 1, sizeof *f->e);
   const char *key;
@@ -255,7 +260,8 @@ void st_read_f32(const StFile *f, const StEntry *e, float *out) {
   void *raw = size == 4 ? (void *)out : xmalloc((size_t)(n ? n : 1) * 2);
   if (fseeko(f->fp, (off_t)(f->data_start + e->begin), SEEK_SET) != 0 ||
       (n && fread(raw, (size_t)size, (size_t)n, f->fp) != n))
-    die("%s: cannot read tensor %s: %s", f->path, e->name, ferror((FILE *)f->fp) ? strerror(errno) : "file cut short");
+    die("%s: cannot read tensor %s: %s", f->path, e->name,
+        ferror((FILE *)f->fp) ? strerror(errno) : "file cut short");
   if (size == 2) {
     widen(e, raw, out, n);
     free(raw);
