@@ -13,6 +13,7 @@
 #include "textio.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "vocab.h"
 #include "vocab_train.h"
 
 /* Seconds between progress lines on long inputs. */
@@ -67,15 +68,8 @@ static void check_writable(const char *out) {
 }
 
 static void write_vocab(const char *out, char **tokens, int n) {
-  size_t len = 0;
-  for (int i = 0; i < n; i++) len += strlen(tokens[i]) + 1;
-  char *buf = xmalloc(len + 1), *p = buf;
-  for (int i = 0; i < n; i++) {
-    size_t l = strlen(tokens[i]);
-    memcpy(p, tokens[i], l);
-    p[l] = '\n';
-    p += l + 1;
-  }
+  size_t len;
+  char *buf = vocab_join(tokens, n, &len);
   write_file_atomic(out, buf, len);
   free(buf);
 }

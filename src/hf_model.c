@@ -137,10 +137,8 @@ static void write_tokenizer_config(const char *path, const ModelShape *s, const 
 }
 
 static void write_vocab_txt(const char *path, const Vocab *v) {
-  size_t n = 0;
-  for (int i = 0; i < v->size; i++) n += strlen(v->tokens[i]) + 1;
-  char *text = xmalloc(n + 1), *at = text;
-  for (int i = 0; i < v->size; i++) at += sprintf(at, "%s\n", v->tokens[i]);
+  size_t n;
+  char *text = vocab_join(v->tokens, v->size, &n);
   write_file_atomic(path, text, n);
   free(text);
 }
@@ -200,7 +198,7 @@ static void require_str(const char *path, json_t *o, const char *key, const char
 
 /* The [model] section from config.json, with Hugging Face BertConfig's
  * defaults for the keys it leaves out. */
-static void read_model_config(const char *path, Config *cfg) {
+static void read_model_config(const char *path, Config *cfg, int *vocab_size) {
   json_t *o = load_json(path);
   require_str(path, o, "model_type", "bert", "bert", "BERT");
   require_str(path, o, "hidden_act", "gelu", "gelu", "BERT's exact GELU");
@@ -209,6 +207,7 @@ static void read_model_config(const char *path, Config *cfg) {
   double eps = json_real_key(path, o, "layer_norm_eps", 1e-12);
   if (fabs(eps - 1e-12) > 1e-15)
     die("%s: \"layer_norm_eps\" is %g; bertrain's LayerNorm uses BERT's 1e-12", path, eps);
+  *vocab_size = json_int_key(path, o, "vocab_size", -1);
   cfg->model.layers = json_int_key(path, o, "num_hidden_layers", -1);
   cfg->model.hidden = json_int_key(path, o, "hidden_size", -1);
   cfg->model.heads = json_int_key(path, o, "num_attention_heads", -1);
@@ -479,17 +478,14 @@ void hf_import(const char *dir, Config *cfg, const char *out) {
   char path[PATH_MAX];
   path_fmt(path, sizeof path, "%s/config.json", dir);
   if (!file_exists(path)) die("%s: no config.json (not a Hugging Face model directory?)", dir);
-  read_model_config(path, cfg);
-  path_fmt(path, sizeof path, "%s/tokenizer_config.json", dir);
-  read_tokenizer_config(path, cfg);
+  int vocab_size;
+  read_model_config(path, cfg, &vocab_size);
   Vocab *v = read_vocab(dir, out, cfg);
-  model_config_check(cfg);
-  path_fmt(path, sizeof path, "%s/config.json", dir);
-  json_t *o = load_json(path);
-  int vocab_size = json_int_key(path, o, "vocab_size", -1);
-  json_decref(o);
   if (vocab_size != v->size)
     die("%s: vocab_size is %d but vocab.txt has %d tokens", path, vocab_size, v->size);
+  path_fmt(path, sizeof path, "%s/tokenizer_config.json", dir);
+  read_tokenizer_config(path, cfg);
+  model_config_check(cfg);
 
   path_fmt(path, sizeof path, "%s/model.safetensors", dir);
   if (!file_exists(path)) refuse_other_formats(dir);

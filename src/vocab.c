@@ -74,6 +74,21 @@ Vocab *vocab_load(const char *path) {
   return v;
 }
 
+char *vocab_join(char *const *tokens, int n, size_t *len) {
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += strlen(tokens[i]) + 1;
+  char *buf = xmalloc(total + 1), *p = buf;
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(tokens[i]);
+    memcpy(p, tokens[i], l);
+    p[l] = '\n';
+    p += l + 1;
+  }
+  *p = '\0';
+  *len = total;
+  return buf;
+}
+
 Vocab *vocab_from_tokens(char *const *tokens, int n, const char *name) {
   if (n <= 0) die("%s: empty vocabulary", name);
   Vocab *v = xcalloc(1, sizeof *v);

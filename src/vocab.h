@@ -21,6 +21,9 @@ Vocab *vocab_load(const char *path);
 /* Builds a vocabulary from a token list (copied). */
 Vocab *vocab_from_tokens(char *const *tokens, int n, const char *name);
 void vocab_free(Vocab *v);
+/* The tokens as vocab.txt holds them, each followed by '\n' (*len bytes,
+ * NUL-terminated); free() it. */
+char *vocab_join(char *const *tokens, int n, size_t *len);
 /* Id of token s[0..len), or -1. */
 int vocab_lookup(const Vocab *v, const char *s, size_t len);
 /* Dies unless the vocab has token, saying which command needs it. */

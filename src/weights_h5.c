@@ -253,18 +253,10 @@ int weights_read_tensors(hid_t loc, const char *where, const ParamTable *t, floa
  * HDF5's global heap, which has no checksum, and a damaged heap can make the
  * library return garbage instead of an error. */
 static void write_vocab(hid_t loc, const char *where, const Vocab *v) {
-  size_t len = 0;
-  for (int i = 0; i < v->size; i++) {
+  for (int i = 0; i < v->size; i++)
     if (strchr(v->tokens[i], '\n')) die("%s: token %d of the vocabulary holds a newline", where, i);
-    len += strlen(v->tokens[i]) + 1;
-  }
-  char *blob = xmalloc(len), *p = blob;
-  for (int i = 0; i < v->size; i++) {
-    size_t n = strlen(v->tokens[i]);
-    memcpy(p, v->tokens[i], n);
-    p[n] = '\n';
-    p += n + 1;
-  }
+  size_t len;
+  char *blob = vocab_join(v->tokens, v->size, &len);
   hsize_t dims = len, chunk;
   chunk_dims(1, &dims, &chunk);
   hid_t space = ck(H5Screate_simple(1, &dims, NULL), where, "H5Screate_simple");
